@@ -1,0 +1,166 @@
+"""`mcp-keygate serve | status | check | simulator | demo`.
+
+Heavy modules are imported inside each command, so `serve` over stdio starts fast and
+`check`/`status` never load the MCP SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _setup_logging(level: str) -> None:
+    # stderr only: in stdio mode stdout belongs to the protocol.
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"mcp-keygate: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from .config import ConfigError, load_config
+    from .gateway import Keygate
+    from .server import build_server
+    from .store import StoreError
+
+    try:
+        config = load_config(args.config)
+        gateway = Keygate(config)
+    except (ConfigError, StoreError) as exc:
+        return _fail(str(exc))
+    if not config.providers:
+        logging.getLogger("mcp_keygate").warning(
+            "no providers configured: set OPENAI_API_KEY (or OPENAI_API_KEYS) or pass --config; "
+            "tools will answer with an error until then"
+        )
+    server = build_server(gateway, log_level=args.log_level)
+    if args.transport != "stdio":
+        return _fail(f"--transport {args.transport} is not available yet; use stdio", 2)
+    try:
+        server.run("stdio")
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+        keys = config.resolve_keys()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    total = sum(len(k) for k in keys.values())
+    print(f"OK: {len(config.providers)} provider(s), {total} key(s), {len(config.models)} model(s)")
+    for name, chain in config.route_names().items():
+        print(f"  route {name}: {' -> '.join(chain)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    import anyio
+
+    from .config import Config, ConfigError, load_config, state_path
+    from .status import key_rows, render_json, render_table
+    from .store import SQLiteStore, StoreError
+
+    try:
+        config = load_config(args.config) if (args.config or os.environ.get("KEYGATE_CONFIG")) else Config()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if config.state.backend == "memory":
+        return _fail("the config uses the memory backend: its state lives only inside the running server")
+    path = state_path(config)
+    if not path.exists():
+        return _fail(f"no state file at {path} yet: start `mcp-keygate serve` once (or set KEYGATE_STATE)")
+
+    async def read():
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            return await store.load_keys()
+        finally:
+            await store.close()
+
+    try:
+        records = anyio.run(read)
+    except StoreError as exc:
+        return _fail(str(exc))
+    rows = key_rows(records, time.time())
+    print(render_json(rows) if args.json else render_table(rows))
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from .simulator.runner import serve_forever
+    from .simulator.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario else None
+    except ScenarioError as exc:
+        return _fail(str(exc))
+    print(f"simulator: OpenAI-compatible base URL http://{args.host}:{args.port}/v1", file=sys.stderr)
+    serve_forever(scenario, args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mcp-keygate", description="MCP server with rotating LLM API keys and model fallback."
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-keygate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config_help = "config file (default: $KEYGATE_CONFIG, else zero-config from the environment)"
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--config", help=config_help)
+    serve.add_argument("--transport", default="stdio", choices=["stdio", "sse", "streamable-http"])
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP transports: address to bind")
+    serve.add_argument("--port", type=int, default=8931, help="HTTP transports: port (default 8931)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    serve.set_defaults(func=cmd_serve)
+
+    status = sub.add_parser("status", help="show the key table from the state store")
+    status.add_argument("--config", help=config_help)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    check = sub.add_parser("check", help="validate the config and the keys it references")
+    check.add_argument("--config", help=config_help)
+    check.set_defaults(func=cmd_check)
+
+    sim = sub.add_parser("simulator", help="run the bundled provider simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--scenario", help="TOML scenario file (see docs in mcp_keygate/simulator/scenario.py)")
+    sim.set_defaults(func=cmd_simulator)
+
+    demo = sub.add_parser("demo", help="an offline demo: simulator + real server + real client")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,242 @@
+"""The TOML config as pydantic models, env-var key references, and zero-config from the environment.
+
+Every mistake is reported as `field.path: what is wrong (what was expected)`, all at once, so a
+user fixes the file in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .keys.secret import ApiKey
+
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists each field and what was expected."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StateConfig(_Strict):
+    backend: Literal["sqlite", "memory"] = "sqlite"
+    path: str | None = None
+
+
+class ProviderConfig(_Strict):
+    type: Literal["openai"] = "openai"
+    base_url: str | None = None
+    keys: list[str] = Field(default_factory=list)
+    strategy: Literal["balanced", "priority", "round_robin"] = "balanced"
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    cooldown_s: float = Field(60.0, ge=0, description="cooldown when the provider names no wait")
+    max_cooldown_s: float = Field(3600.0, gt=0, description="cap on any rate-limit cooldown")
+    quota_cooldown_s: float = Field(6 * 3600.0, gt=0, description="how long an out-of-quota key is parked")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    def resolved_base_url(self) -> str:
+        return (self.base_url or DEFAULT_BASE_URLS[self.type]).rstrip("/")
+
+
+class ModelConfig(_Strict):
+    provider: str
+    model: str | None = None
+    context_window: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+
+
+class Config(_Strict):
+    state: StateConfig = Field(default_factory=StateConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        problems: list[str] = []
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                known = ", ".join(sorted(self.providers)) or "none defined"
+                problems.append(f"models.{name}.provider: unknown provider {model.provider!r} (known: {known})")
+        for route, chain in self.routes.items():
+            if not chain:
+                problems.append(f"routes.{route}: must list at least one model")
+            if route in self.models and chain != [route]:
+                problems.append(f"routes.{route}: a route may not share its name with a model")
+            for i, name in enumerate(chain):
+                if name not in self.models:
+                    known = ", ".join(sorted(self.models)) or "none defined"
+                    problems.append(f"routes.{route}[{i}]: unknown model {name!r} (known: {known})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def upstream_model(self, name: str) -> str:
+        return self.models[name].model or name
+
+    def route(self, name: str) -> list[str] | None:
+        """The fallback chain for a route or model name; None when neither exists."""
+        if name in self.routes:
+            return list(self.routes[name])
+        if name in self.models:
+            return [name]
+        if name == "default" and self.models:
+            return list(self.models)
+        return None
+
+    def route_names(self) -> dict[str, list[str]]:
+        routes = dict(self.routes)
+        if "default" not in routes and self.models:
+            routes["default"] = list(self.models)
+        return routes
+
+    def resolve_keys(self, env: Mapping[str, str] | None = None) -> dict[str, list[ApiKey]]:
+        """Expand `${VAR}` references (a comma-separated value gives several keys)."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+        resolved: dict[str, list[ApiKey]] = {}
+        for pname, provider in self.providers.items():
+            secrets: list[str] = []
+            for i, ref in enumerate(provider.keys):
+                missing = [v for v in _ENV_REF.findall(ref) if not env.get(v)]
+                if missing:
+                    problems.append(
+                        f"providers.{pname}.keys[{i}]: environment variable {missing[0]} is not set "
+                        f"(export it, or remove the reference)"
+                    )
+                    continue
+                value = _ENV_REF.sub(lambda m: env[m.group(1)], ref)
+                secrets.extend(s.strip() for s in value.split(",") if s.strip())
+            unique = list(dict.fromkeys(secrets))
+            resolved[pname] = [ApiKey.create(pname, s, i) for i, s in enumerate(unique)]
+        if problems:
+            raise ConfigError(problems)
+        return resolved
+
+    def warnings(self) -> list[str]:
+        """Things that work but should not be left as they are."""
+        found: list[str] = []
+        for pname, provider in self.providers.items():
+            for i, ref in enumerate(provider.keys):
+                if not _ENV_REF.search(ref):
+                    found.append(
+                        f"providers.{pname}.keys[{i}]: a literal key is written in the config file; "
+                        f'use an environment variable reference such as "${{{pname.upper()}_API_KEY}}"'
+                    )
+            if not provider.keys:
+                found.append(f"providers.{pname}.keys: no keys listed; calls to this provider will fail")
+        if not self.models:
+            found.append("models: no models defined; `complete` has nothing to call")
+        return found
+
+
+def _format_validation_error(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]).replace(".[", "[")
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling against the config reference)"
+        elif "input" in item and item["type"] not in ("missing", "value_error") and not isinstance(item["input"], dict):
+            msg = f"{msg} (got {item['input']!r})"
+        if item["type"] == "value_error" and not loc:
+            problems.extend(msg.split("; "))
+        else:
+            problems.append(f"{loc}: {msg}" if loc else msg)
+    return problems
+
+
+def parse_config(data: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc), source) from None
+
+
+def load_config_file(path: str | Path) -> Config:
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"], str(path)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"], str(path)) from None
+    return parse_config(data, str(path))
+
+
+# Zero-config: providers found in the environment, each with sensible default models.
+_ENV_PRESETS: list[tuple[str, str, str, list[str]]] = [
+    # provider name, type, env prefix, default models (first is preferred)
+    ("openai", "openai", "OPENAI", ["gpt-4.1-mini", "gpt-4.1"]),
+]
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> Config:
+    """Build a config from `OPENAI_API_KEY(S)` and friends, for users without a file."""
+    env = os.environ if env is None else env
+    data: dict = {"providers": {}, "models": {}, "routes": {}}
+    default_route: list[str] = []
+    for name, ptype, prefix, models in _ENV_PRESETS:
+        refs = [f"${{{var}}}" for var in (f"{prefix}_API_KEYS", f"{prefix}_API_KEY") if env.get(var)]
+        if not refs:
+            continue
+        provider: dict = {"type": ptype, "keys": refs}
+        if env.get(f"{prefix}_BASE_URL"):
+            provider["base_url"] = env[f"{prefix}_BASE_URL"]
+        data["providers"][name] = provider
+        for model in models:
+            data["models"][model] = {"provider": name}
+            default_route.append(model)
+    if default_route:
+        data["routes"]["default"] = default_route
+    return parse_config(data, "environment")
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """`--config`, else `KEYGATE_CONFIG`, else zero-config from the environment."""
+    env = os.environ if env is None else env
+    chosen = path or env.get("KEYGATE_CONFIG")
+    return load_config_file(chosen) if chosen else config_from_env(env)
+
+
+def default_state_path(env: Mapping[str, str] | None = None) -> Path:
+    """A per-user state directory, following each platform's convention."""
+    env = os.environ if env is None else env
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    elif sys.platform == "win32":
+        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "mcp-keygate" / "state.db"
+
+
+def state_path(config: Config, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("KEYGATE_STATE"):
+        return Path(env["KEYGATE_STATE"]).expanduser()
+    if config.state.path:
+        return Path(config.state.path).expanduser()
+    return default_state_path(env)

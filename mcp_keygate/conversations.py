@@ -1,0 +1,60 @@
+"""Conversations: ids, loading history, and building what the next model is sent.
+
+History is stored provider-neutral; the system prompt in effect is the latest system turn, and
+it always goes first. A call's turns are written only when the call succeeds, in one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from .messages import Message, Turn
+from .store import Store
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class UnknownConversation(Exception):
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"conversation_id {conversation_id!r} does not exist; omit conversation_id to start a new "
+            "conversation (its id is returned in the result)"
+        )
+
+
+class InvalidConversationId(ValueError):
+    pass
+
+
+def new_conversation_id() -> str:
+    return "c_" + secrets.token_hex(8)
+
+
+def validate_conversation_id(conversation_id: str) -> str:
+    if not _ID.match(conversation_id):
+        raise InvalidConversationId(
+            "conversation_id must be 1-128 characters of letters, digits, '_', '-', '.', ':' "
+            f"starting with a letter or digit (got {conversation_id[:40]!r})"
+        )
+    return conversation_id
+
+
+async def load_history(store: Store, conversation_id: str) -> list[Turn]:
+    turns = await store.get_turns(validate_conversation_id(conversation_id))
+    if turns is None:
+        raise UnknownConversation(conversation_id)
+    return turns
+
+
+def request_messages(history: list[Turn], new: list[Message]) -> list[Message]:
+    """The full context for the next call: the latest system prompt first, then every other turn."""
+    system = None
+    rest: list[Message] = []
+    for message in [t.as_message() for t in history] + new:
+        if message.role == "system":
+            system = message
+        else:
+            rest.append(message)
+    return ([system] if system else []) + rest

@@ -1,0 +1,214 @@
+"""One running mcp-keygate: config, pool, store, providers and router wired together.
+
+The MCP server, the demo and the benchmarks all drive this object; it owns the shared
+HTTP client and persists key state after every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from .config import Config, state_path
+from .conversations import load_history, new_conversation_id, request_messages, validate_conversation_id
+from .keys.pool import KeyPool, PoolPolicy
+from .messages import Message, Turn
+from .providers import CallParams, build_provider
+from .router import Notify, Router
+from .schemas import (
+    AttemptOut,
+    CompleteResult,
+    InputMessage,
+    KeyStatusResult,
+    ModelInfo,
+    ModelsResult,
+    UsageOut,
+)
+from .status import key_rows
+from .store import Store, open_store
+
+log = logging.getLogger("mcp_keygate")
+
+
+class InvalidRequest(ValueError):
+    """A tool call whose arguments cannot be served; the message names the field."""
+
+
+class Keygate:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: Mapping[str, str] | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.keys = config.resolve_keys(env)
+        self.secrets = [k.secret for ks in self.keys.values() for k in ks if k.secret]
+        policies = {
+            name: PoolPolicy(p.strategy, p.cooldown_s, p.max_cooldown_s, p.quota_cooldown_s)
+            for name, p in config.providers.items()
+        }
+        self.pool = KeyPool(self.keys, policies, clock)
+        self.providers = {name: build_provider(name, p) for name, p in config.providers.items()}
+        self.state_file: Path | None = state_path(config, env) if config.state.backend == "sqlite" else None
+        self.store = store or open_store(config.state.backend, self.state_file)
+        self._clock = clock
+        self._transport = transport
+        self._client: httpx2.AsyncClient | None = None
+        self.router: Router | None = None
+
+    async def __aenter__(self) -> Keygate:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        await self.store.open()
+        self.pool.load(await self.store.load_keys())
+        await self.store.save_keys(self.pool.records())  # so `status` lists every configured key
+        self.pool.take_dirty()
+        timeouts = [p.timeout_s for p in self.config.providers.values()] or [60.0]
+        connects = [p.connect_timeout_s for p in self.config.providers.values()] or [10.0]
+        self._client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(max(timeouts), connect=max(connects)),
+            follow_redirects=False,
+            limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
+            transport=self._transport,
+            trust_env=False,
+        )
+        self.router = Router(self.config, self.pool, self.providers, self._client, self._clock)
+
+    async def close(self) -> None:
+        try:
+            await self.store.save_keys(self.pool.take_dirty())
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+                self._client = None
+            await self.store.close()
+
+    async def complete(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: list[InputMessage] | None = None,
+        model: str = "default",
+        conversation_id: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        max_wait_s: float = 20.0,
+        notify: Notify | None = None,
+    ) -> CompleteResult:
+        """Answer one turn through the route, store it, and say how it was reached."""
+        if self.router is None:
+            raise RuntimeError("Keygate is not open")
+        new = self._new_messages(prompt, messages, system)
+        chain = self.config.route(model)
+        if chain is None:
+            names = sorted(set(self.config.route_names()) | set(self.config.models))
+            raise InvalidRequest(
+                f"model: unknown model or route {model!r}; known: {', '.join(names) or 'none configured'}"
+            )
+        if max_tokens is not None and max_tokens < 1:
+            raise InvalidRequest(f"max_tokens: must be at least 1 (got {max_tokens})")
+        if max_wait_s < 0:
+            raise InvalidRequest(f"max_wait_s: must be 0 or more (got {max_wait_s})")
+        create = conversation_id is None
+        if conversation_id is None:
+            conversation_id = new_conversation_id()
+            history: list[Turn] = []
+        else:
+            try:
+                validate_conversation_id(conversation_id)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
+            history = await load_history(self.store, conversation_id)
+        context = request_messages(history, new)
+        if not any(m.role == "user" for m in context):
+            raise InvalidRequest("messages: at least one message with role 'user' is needed")
+        try:
+            routed = await self.router.route(chain, context, CallParams(max_tokens, temperature), max_wait_s, notify)
+        finally:
+            await self.store.save_keys(self.pool.take_dirty())
+        now = time.time()
+        turns = [Turn(m.role, m.content, created_at=now) for m in new]
+        turns.append(Turn("assistant", routed.completion.text, routed.model, routed.provider, routed.key_id, now))
+        await self.store.append_turns(conversation_id, turns, create=create)
+        usage = routed.completion.usage
+        return CompleteResult(
+            text=routed.completion.text,
+            model=routed.model,
+            provider=routed.provider,
+            key_id=routed.key_id,
+            conversation_id=conversation_id,
+            finish_reason=routed.completion.finish_reason,
+            usage=UsageOut(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+            attempts=[
+                AttemptOut(
+                    model=a.model,
+                    key_id=a.key_id,
+                    outcome=a.outcome,
+                    status_code=a.status_code,
+                    retry_after_s=a.retry_after_s,
+                )
+                for a in routed.attempts
+            ],
+        )
+
+    @staticmethod
+    def _new_messages(prompt: str | None, messages: list[InputMessage] | None, system: str | None) -> list[Message]:
+        if (prompt is None) == (messages is None):
+            raise InvalidRequest(
+                "prompt/messages: give exactly one — `prompt` (a string) for a single user turn, "
+                "or `messages` (a list of {role, content}) for several"
+            )
+        new: list[Message] = [Message("system", system)] if system else []
+        if prompt is not None:
+            if not prompt.strip():
+                raise InvalidRequest("prompt: must not be empty")
+            new.append(Message("user", prompt))
+        else:
+            assert messages is not None
+            if not messages:
+                raise InvalidRequest("messages: must contain at least one message")
+            new.extend(Message(m.role, m.content) for m in messages)
+        return new
+
+    def list_models(self) -> ModelsResult:
+        now = self._clock()
+        infos = []
+        for name, model in self.config.models.items():
+            upstream = self.config.upstream_model(name)
+            records = self.pool.records(model.provider)
+            ready = sum(1 for r in records if r.hold_for(upstream, now) is None)
+            ready_in = self.router.ready_in([name]) if self.router else self.pool.ready_in(model.provider, upstream)
+            infos.append(
+                ModelInfo(
+                    name=name,
+                    provider=model.provider,
+                    upstream_model=upstream,
+                    context_window=model.context_window,
+                    keys_total=len(records),
+                    keys_ready=ready,
+                    available=ready_in == 0,
+                    ready_in_s=None if ready_in is None else round(ready_in, 1),
+                )
+            )
+        return ModelsResult(models=infos, routes=self.config.route_names())
+
+    def key_status(self, provider: str | None = None) -> KeyStatusResult:
+        if provider is not None and provider not in self.config.providers:
+            known = ", ".join(sorted(self.config.providers)) or "none configured"
+            raise InvalidRequest(f"provider: unknown provider {provider!r}; known: {known}")
+        return KeyStatusResult(keys=key_rows(self.pool.records(provider), self._clock()))

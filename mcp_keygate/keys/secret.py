@@ -1,0 +1,69 @@
+"""API keys as the rest of the program sees them: a stable id, a mask, and a sealed secret.
+
+The secret is only read by a provider when it builds the HTTP request. Everything that can be
+shown (ids, masks, error text) is derived here so no other module handles raw key material.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+_SCRUB_WINDOW = 6
+
+
+def key_id_for(provider: str, secret: str) -> str:
+    """`provider:6hex` — stable across restarts and reordering, reveals nothing of the secret."""
+    digest = hashlib.sha256(f"{provider}\x00{secret}".encode()).hexdigest()
+    return f"{provider}:{digest[:6]}"
+
+
+def mask_for(secret: str) -> str:
+    """At most the last 4 characters, never more than a quarter of the key."""
+    if not secret:
+        return "(none)"
+    visible = min(4, len(secret) // 4)
+    return "…" + secret[-visible:] if visible else "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One configured key. `repr` and `str` never include the secret."""
+
+    provider: str
+    secret: str = field(repr=False)
+    index: int = 0
+    key_id: str = ""
+    mask: str = ""
+
+    @classmethod
+    def create(cls, provider: str, secret: str, index: int) -> ApiKey:
+        return cls(provider, secret, index, key_id_for(provider, secret), mask_for(secret))
+
+    def __str__(self) -> str:
+        return f"{self.key_id} ({self.mask})"
+
+
+_LOOKS_LIKE_KEY = re.compile(
+    r"\b(?:sk|pk|rk|gsk|sim|key|AIza)[-_A-Za-z0-9]{0,12}[-_][A-Za-z0-9_\-]{12,}|\bAIza[0-9A-Za-z_\-]{20,}"
+)
+
+
+def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Remove every run of ≥6 characters shared with a known secret, and anything key-shaped.
+
+    Upstream errors echo parts of the key ("Incorrect API key provided: sk-…abcd"), so
+    matching the whole secret is not enough.
+    """
+    if not text:
+        return text
+    chars = list(text)
+    for secret in secrets:
+        if len(secret) < _SCRUB_WINDOW:
+            continue
+        grams = {secret[i : i + _SCRUB_WINDOW] for i in range(len(secret) - _SCRUB_WINDOW + 1)}
+        for i in range(len(text) - _SCRUB_WINDOW + 1):
+            if text[i : i + _SCRUB_WINDOW] in grams:
+                chars[i : i + _SCRUB_WINDOW] = "*" * _SCRUB_WINDOW
+    return _LOOKS_LIKE_KEY.sub("[redacted]", "".join(chars))

@@ -1,0 +1,94 @@
+"""Key states and the durable record of one key (what the store saves and `key_status` shows)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class KeyState(enum.StrEnum):
+    READY = "ready"
+    COOLING = "cooling"
+    EXHAUSTED = "exhausted"
+    DISABLED = "disabled"
+
+
+@dataclass(slots=True)
+class Hold:
+    """Why a key (or one model on it) is not usable, and until when (None: until reset)."""
+
+    state: KeyState
+    until: float | None
+    reason: str
+    status_code: int | None = None
+    since: float = 0.0
+    strikes: int = 1
+
+    def active(self, now: float) -> bool:
+        return self.until is None or self.until > now
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hold:
+        return cls(**{**data, "state": KeyState(data["state"])})
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    """Everything remembered about one key. Holds the id and mask, never the secret."""
+
+    key_id: str
+    provider: str
+    mask: str
+    hold: Hold | None = None  # key-wide: quota, auth, or a whole-key rate limit
+    model_holds: dict[str, Hold] = field(default_factory=dict)  # rate limits are per (key, model)
+    requests: int = 0
+    failures: int = 0
+    last_status: int | None = None
+    last_used: float | None = None
+
+    def hold_for(self, model: str, now: float) -> Hold | None:
+        """The hold that applies to `model` now, key-wide first."""
+        if self.hold is not None and self.hold.active(now):
+            return self.hold
+        held = self.model_holds.get(model)
+        return held if held is not None and held.active(now) else None
+
+    def expired_hold_for(self, model: str, now: float) -> Hold | None:
+        """A hold whose time has passed but which no request has tested yet (half-open)."""
+        for held in (self.hold, self.model_holds.get(model)):
+            if held is not None and not held.active(now):
+                return held
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "provider": self.provider,
+            "mask": self.mask,
+            "hold": self.hold.to_dict() if self.hold else None,
+            "model_holds": {m: h.to_dict() for m, h in self.model_holds.items()},
+            "requests": self.requests,
+            "failures": self.failures,
+            "last_status": self.last_status,
+            "last_used": self.last_used,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KeyRecord:
+        return cls(
+            key_id=data["key_id"],
+            provider=data["provider"],
+            mask=data["mask"],
+            hold=Hold.from_dict(data["hold"]) if data.get("hold") else None,
+            model_holds={m: Hold.from_dict(h) for m, h in (data.get("model_holds") or {}).items()},
+            requests=data.get("requests", 0),
+            failures=data.get("failures", 0),
+            last_status=data.get("last_status"),
+            last_used=data.get("last_used"),
+        )

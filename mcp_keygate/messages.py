@@ -1,0 +1,45 @@
+"""Provider-neutral conversation types: what is stored, replayed and translated per API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A stored message plus who answered it (assistant turns only)."""
+
+    role: Role
+    content: str
+    model: str | None = None
+    provider: str | None = None
+    key_id: str | None = None
+    created_at: float = 0.0
+
+    def as_message(self) -> Message:
+        return Message(self.role, self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A complete (never truncated) answer from one upstream call."""
+
+    text: str
+    finish_reason: str
+    usage: Usage = field(default_factory=Usage)
+    upstream_model: str = ""

@@ -1,0 +1,153 @@
+"""OpenAI Chat Completions and every API that copies it (Groq, Mistral, DeepSeek, OpenRouter, Ollama…)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx2
+
+from ..keys.secret import ApiKey
+from ..messages import Completion, Message, Usage
+from ..outcomes import LONG_WAIT_S, Outcome, Verdict, parse_go_duration, retry_after_from
+from .base import CallParams, MalformedResponse
+
+QUOTA_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+    }
+)
+_CONTEXT_PHRASES = re.compile(
+    r"maximum context length|context_length_exceeded|context window|too many tokens|reduce the length", re.I
+)
+_PER_DAY = re.compile(r"per day|\(TPD\)|\(RPD\)|free-models-per-day|daily", re.I)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
+
+
+def short_reason(status: int, code: str | None, message: str) -> str:
+    """One printable line for logs and `key_status`: status, code and the start of the message."""
+    text = _CONTROL.sub(" ", message or "").strip()
+    if len(text) > 200:
+        text = text[:197] + "…"
+    label = f"{status} {code}" if code else str(status)
+    return f"{label}: {text}" if text else label
+
+
+def error_fields(body: Any) -> tuple[str | None, str | None, str]:
+    """(type, code, message) from OpenAI's envelope and its look-alikes (Mistral, OpenRouter, Azure)."""
+    if not isinstance(body, dict):
+        return None, None, ""
+    error = body.get("error", body)
+    if isinstance(error, str):
+        return None, None, error
+    if not isinstance(error, dict):
+        return None, None, ""
+    code = error.get("code")
+    kind = error.get("type")
+    message = error.get("message")
+    return (
+        str(kind) if kind is not None else None,
+        str(code) if code is not None else None,
+        str(message) if message is not None else "",
+    )
+
+
+class OpenAIProvider:
+    """Chat Completions over `POST {base_url}/chat/completions` with a Bearer key."""
+
+    def __init__(self, name: str, base_url: str, extra_headers: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.extra_headers = dict(extra_headers or {})
+        # api.openai.com wants max_completion_tokens (reasoning models reject max_tokens);
+        # the compatible APIs mostly know only max_tokens.
+        self._max_tokens_field = "max_completion_tokens" if "api.openai.com" in self.base_url else "max_tokens"
+
+    def build_request(
+        self, client: httpx2.AsyncClient, key: ApiKey, model: str, messages: list[Message], params: CallParams
+    ) -> httpx2.Request:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+        }
+        if params.max_tokens is not None:
+            body[self._max_tokens_field] = params.max_tokens
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        headers = {**self.extra_headers}
+        if key.secret:
+            headers["Authorization"] = f"Bearer {key.secret}"
+        return client.build_request("POST", f"{self.base_url}/chat/completions", json=body, headers=headers)
+
+    def parse_response(self, body: Any) -> Completion:
+        try:
+            choice = body["choices"][0]
+            message = choice["message"]
+            text = message.get("content")
+            if text is None:
+                text = message.get("refusal") or ""
+            finish = choice.get("finish_reason") or "stop"
+            usage = body.get("usage") or {}
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise MalformedResponse("no choices[0].message in the reply") from None
+        if not isinstance(text, str):
+            raise MalformedResponse("choices[0].message.content is not text")
+        return Completion(
+            text=text,
+            finish_reason=str(finish),
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            upstream_model=str(body.get("model") or ""),
+        )
+
+    def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Verdict:
+        return classify_openai_error(status, headers, body)
+
+
+def classify_openai_error(status: int, headers: Mapping[str, str], body: Any) -> Verdict:
+    """Map an OpenAI-style error reply to an Outcome, following the provider reference."""
+    kind, code, message = error_fields(body)
+    reason = short_reason(status, code or kind, message)
+    wait = retry_after_from(headers, message)
+
+    if status == 429:
+        if (code in QUOTA_CODES) or (kind in QUOTA_CODES):
+            return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)
+        if "request too large" in message.lower():
+            return Verdict(Outcome.CONTEXT_TOO_LONG, status, None, reason)
+        if wait is None:
+            wait = _reset_header_wait(headers)
+        if _PER_DAY.search(message) or (wait is not None and wait >= LONG_WAIT_S):
+            return Verdict(Outcome.QUOTA_EXHAUSTED, status, wait, reason)
+        return Verdict(Outcome.RATE_LIMITED, status, wait, reason)
+    if status == 402:
+        # OpenRouter: 402 with Retry-After is an in-flight budget (wait); without it, out of credit.
+        if wait is not None and "retry-after" in {h.lower() for h in headers}:
+            return Verdict(Outcome.RATE_LIMITED, status, wait, reason)
+        return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)
+    if status in (401, 403):
+        return Verdict(Outcome.AUTH_FAILED, status, None, reason)
+    if status == 413 or code == "context_length_exceeded" or (status == 400 and _CONTEXT_PHRASES.search(message)):
+        return Verdict(Outcome.CONTEXT_TOO_LONG, status, None, reason)
+    if status == 408:
+        return Verdict(Outcome.TIMEOUT, status, wait, reason)
+    if status in (498, 503, 529) or code in ("server_is_overloaded", "slow_down"):
+        return Verdict(Outcome.OVERLOADED, status, wait, reason)
+    if status >= 500:
+        return Verdict(Outcome.UPSTREAM_ERROR, status, wait, reason)
+    return Verdict(Outcome.BAD_REQUEST, status, None, reason)
+
+
+def _reset_header_wait(headers: Mapping[str, str]) -> float | None:
+    """When a 429 names no wait, the exhausted window's reset header does."""
+    waits = []
+    for kind in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{kind}") == "0":
+            reset = parse_go_duration(headers.get(f"x-ratelimit-reset-{kind}") or "")
+            if reset is not None:
+                waits.append(reset)
+    return max(waits) if waits else None

@@ -1,0 +1,273 @@
+"""The fallback loop: the one place that knows the order of things.
+
+For each model of the route: lease the best usable key, call, classify, report to the pool, and
+decide — next key (the key is to blame), one retry on another key then next model (the model or
+provider is struggling), next larger model (the context did not fit), or stop (the request is
+wrong). When nothing is usable, wait for the earliest key if it is ready within `max_wait_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import httpx2
+
+from .config import Config
+from .keys.pool import KeyPool, Lease
+from .messages import Completion, Message
+from .outcomes import Outcome, Verdict
+from .providers import CallParams, Provider, send_attempt
+
+log = logging.getLogger("mcp_keygate.router")
+
+Notify = Callable[[str], Awaitable[None]]
+
+# After a model overloads twice in one call, other calls skip it this long (unless told otherwise).
+MODEL_BACKOFF_S = 10.0
+# Pause between passes over the route when the last pass met upstream trouble.
+RETRY_PAUSE_S = 1.0
+_TRANSIENT = {o.value for o in Outcome if o.is_transient_upstream}
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    model: str
+    key_id: str
+    outcome: str
+    status_code: int | None
+    retry_after_s: float | None
+    reason: str
+
+
+@dataclass(slots=True)
+class Routed:
+    """A successful answer and how it was reached."""
+
+    completion: Completion
+    model: str
+    provider: str
+    key_id: str
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+
+class RouteFailed(Exception):
+    """No model of the route could answer; the message says what was tried and when to retry."""
+
+    def __init__(self, message: str, attempts: list[AttemptRecord], ready_in_s: float | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.ready_in_s = ready_in_s
+
+
+class RequestRejected(Exception):
+    """The upstream rejected the request itself; another key or model would not help."""
+
+    def __init__(self, message: str, attempts: list[AttemptRecord]) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class Router:
+    def __init__(
+        self,
+        config: Config,
+        pool: KeyPool,
+        providers: dict[str, Provider],
+        client: httpx2.AsyncClient,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.providers = providers
+        self.client = client
+        self._clock = clock
+        self._model_backoff: dict[tuple[str, str], float] = {}
+
+    async def route(
+        self,
+        chain: list[str],
+        messages: list[Message],
+        params: CallParams,
+        max_wait_s: float,
+        notify: Notify | None = None,
+    ) -> Routed:
+        """Answer `messages` with the first model of `chain` that can, waiting at most `max_wait_s`."""
+        notify = notify or _silent
+        attempts: list[AttemptRecord] = []
+        deadline = self._clock() + max(0.0, max_wait_s)
+        while True:
+            first = len(attempts)
+            routed = await self._try_chain(chain, messages, params, attempts, notify)
+            if routed is not None:
+                return routed
+            outcomes = {a.outcome for a in attempts[first:]}
+            if Outcome.CONTEXT_TOO_LONG.value in outcomes:
+                raise RouteFailed(self._failure_message(chain, attempts, None, too_long=True), attempts, None)
+            wait = self.ready_in(chain)
+            if wait is not None and outcomes & _TRANSIENT:
+                wait = max(wait, RETRY_PAUSE_S)  # never hammer a struggling upstream in a tight loop
+            if wait is None or self._clock() + wait > deadline:
+                raise RouteFailed(self._failure_message(chain, attempts, wait), attempts, wait)
+            await notify(f"every key of {', '.join(chain)} is cooling; waiting {wait:.1f} s for the first")
+            await anyio.sleep(max(wait, 0.01))
+
+    async def _try_chain(
+        self,
+        chain: list[str],
+        messages: list[Message],
+        params: CallParams,
+        attempts: list[AttemptRecord],
+        notify: Notify,
+    ) -> Routed | None:
+        too_long_for: int | None = None  # the window that just overflowed
+        for position, name in enumerate(chain):
+            model = self.config.models[name]
+            upstream = self.config.upstream_model(name)
+            window = model.context_window
+            if too_long_for is not None and window is not None and window <= too_long_for:
+                continue
+            if self._model_backoff.get((model.provider, upstream), 0.0) > self._clock():
+                continue
+            provider = self.providers[model.provider]
+            transient_failures = 0
+            tried: set[str] = set()
+            while True:
+                lease = self.pool.acquire(model.provider, upstream, exclude=tried)
+                if lease is None:
+                    break
+                tried.add(lease.key.key_id)
+                verdict, completion = await self._attempt(provider, lease, messages, params)
+                record = AttemptRecord(
+                    name,
+                    lease.key.key_id,
+                    verdict.outcome.value,
+                    verdict.status_code,
+                    verdict.retry_after_s,
+                    verdict.reason,
+                )
+                attempts.append(record)
+                log.info(
+                    "attempt model=%s key=%s outcome=%s status=%s",
+                    name,
+                    record.key_id,
+                    record.outcome,
+                    record.status_code,
+                )
+                if verdict.outcome is Outcome.OK and completion is not None:
+                    return Routed(completion, name, model.provider, lease.key.key_id, attempts)
+                if verdict.outcome.blames_key:
+                    await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key")
+                    continue
+                if verdict.outcome.is_transient_upstream:
+                    transient_failures += 1
+                    if transient_failures < 2:
+                        await notify(f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key")
+                        continue
+                    backoff = verdict.retry_after_s or MODEL_BACKOFF_S
+                    self._model_backoff[(model.provider, upstream)] = self._clock() + backoff
+                    break
+                if verdict.outcome is Outcome.CONTEXT_TOO_LONG:
+                    too_long_for = window or 0
+                    break
+                raise RequestRejected(
+                    f"{name} rejected the request ({verdict.reason}); this is a problem with the request, "
+                    "not with a key, so no other key or model was tried",
+                    attempts,
+                )
+            if position + 1 < len(chain):
+                await notify(f"no usable key for {name}; falling back to {chain[position + 1]}")
+        return None
+
+    async def _attempt(
+        self, provider: Provider, lease: Lease, messages: list[Message], params: CallParams
+    ) -> tuple[Verdict, Completion | None]:
+        released = False
+        try:
+            attempt = await send_attempt(provider, self.client, lease.key, lease.model, messages, params)
+            self.pool.release(lease, attempt.verdict)
+            released = True
+            return attempt.verdict, attempt.completion
+        finally:
+            if not released:
+                self.pool.cancel(lease)
+
+    def ready_in(self, chain: list[str]) -> float | None:
+        """Seconds until any model of the chain has a usable key (0: now); None: never without a fix."""
+        now = self._clock()
+        best: float | None = None
+        for name in chain:
+            model = self.config.models[name]
+            upstream = self.config.upstream_model(name)
+            wait = self.pool.ready_in(model.provider, upstream)
+            if wait is None:
+                continue
+            wait = max(wait, self._model_backoff.get((model.provider, upstream), 0.0) - now)
+            best = wait if best is None else min(best, wait)
+        return best
+
+    def _failure_message(
+        self, chain: list[str], attempts: list[AttemptRecord], wait: float | None, too_long: bool = False
+    ) -> str:
+        lines = [f"No model of [{', '.join(chain)}] could answer."]
+        if too_long:
+            lines[0] += (
+                " The conversation is longer than the context window of every model left in the route:"
+                " start a new conversation, shorten the prompt, or add a model with a larger context_window."
+            )
+        if attempts:
+            lines.append("Attempts:")
+            for a in attempts:
+                retry = f", retry after {a.retry_after_s:g} s" if a.retry_after_s else ""
+                lines.append(f"  - {a.model} with key {a.key_id}: {a.outcome}{retry} — {a.reason}")
+        for name in chain:
+            lines.append(f"  {name}: {self._model_summary(name)}")
+        if too_long:
+            pass
+        elif wait is None:
+            lines.append(
+                "No key will become usable by itself: fix or replace the disabled keys (see key_status), "
+                "or add another model to the route."
+            )
+        else:
+            lines.append(
+                f"The earliest key is ready again in {math.ceil(wait)} s: retry then, or pass a larger max_wait_s."
+            )
+        return "\n".join(lines)
+
+    def _model_summary(self, name: str) -> str:
+        model = self.config.models[name]
+        upstream = self.config.upstream_model(name)
+        keys = self.pool.keys_of(model.provider)
+        if not keys:
+            return f"provider {model.provider} has no keys configured"
+        now = self._clock()
+        counts: dict[str, int] = {}
+        for record in self.pool.records(model.provider):
+            held = record.hold_for(upstream, now)
+            state = held.state.value if held else "ready"
+            counts[state] = counts.get(state, 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" of {len(keys)} keys"
+
+
+def _describe(verdict: Verdict) -> str:
+    words = {
+        Outcome.RATE_LIMITED: "rate-limited",
+        Outcome.QUOTA_EXHAUSTED: "out of quota",
+        Outcome.AUTH_FAILED: "rejected (auth)",
+        Outcome.OVERLOADED: "overloaded",
+        Outcome.UPSTREAM_ERROR: "upstream error",
+        Outcome.TIMEOUT: "timed out",
+    }
+    text = words.get(verdict.outcome, verdict.outcome.value)
+    if verdict.retry_after_s:
+        text += f" for {verdict.retry_after_s:g} s"
+    return text
+
+
+async def _silent(_: str) -> None:
+    return None

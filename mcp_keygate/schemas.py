@@ -1,0 +1,74 @@
+"""Tool inputs and results: the typed contract agents see in the MCP tool schemas."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class UsageOut(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class AttemptOut(BaseModel):
+    model: str
+    key_id: str
+    outcome: str = Field(description="ok, rate_limited, quota_exhausted, auth_failed, overloaded, …")
+    status_code: int | None
+    retry_after_s: float | None
+
+
+class CompleteResult(BaseModel):
+    text: str
+    model: str = Field(description="the model (config name) that answered")
+    provider: str
+    key_id: str
+    conversation_id: str
+    finish_reason: str
+    usage: UsageOut
+    attempts: list[AttemptOut]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    provider: str
+    upstream_model: str
+    context_window: int | None
+    keys_total: int
+    keys_ready: int
+    available: bool
+    ready_in_s: float | None = Field(description="0 when a key is ready now; null when no key will recover by itself")
+
+
+class ModelsResult(BaseModel):
+    models: list[ModelInfo]
+    routes: dict[str, list[str]]
+
+
+class KeyStatusRow(BaseModel):
+    key_id: str
+    provider: str
+    mask: str
+    state: Literal["ready", "cooling", "exhausted", "disabled"]
+    model: str | None = Field(description="set when the state applies to one model only")
+    ready_in_s: float | None = Field(description="seconds until usable; null when ready or disabled")
+    reason: str | None
+    requests: int
+    failures: int
+    last_status: int | None
+    last_used: str | None = Field(description="ISO 8601 UTC")
+
+
+class KeyStatusResult(BaseModel):
+    keys: list[KeyStatusRow]

@@ -1,0 +1,54 @@
+"""The simulator's Starlette app and its control endpoints.
+
+Control endpoints (not part of any provider API):
+  GET  /_sim/log      the request log: [{api, key (fingerprint), model, messages, status, outcome, …}]
+  POST /_sim/reset    clear the log and every rate window; a JSON body replaces the scenario
+  GET  /healthz       liveness
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .openai_api import chat_completions
+from .scenario import Scenario, ScenarioError, parse_scenario
+from .state import SimState
+
+
+async def sim_log(request: Request) -> Response:
+    return JSONResponse({"requests": request.app.state.sim.entries()})
+
+
+async def sim_reset(request: Request) -> Response:
+    raw = await request.body()
+    scenario = None
+    if raw.strip():
+        try:
+            scenario = parse_scenario(json.loads(raw))
+        except (ValueError, ScenarioError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+    request.app.state.sim.reset(scenario)
+    return JSONResponse({"ok": True})
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def create_app(scenario: Scenario | None = None) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/_sim/log", sim_log, methods=["GET"]),
+            Route("/_sim/reset", sim_reset, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+    app.state.sim = SimState(scenario or Scenario())
+    return app

@@ -1,0 +1,95 @@
+"""How each simulated key behaves: magic key prefixes, or a TOML scenario file.
+
+Magic prefixes (no scenario needed):
+  sim-ok-*            answers normally
+  sim-ratelimit-*     429 per-minute rate limit with retry-after 30 s
+  sim-ratelimit-5s-*  the same with retry-after 5 s (any whole number of seconds)
+  sim-quota-*         quota / billing exhausted
+  sim-invalid-*       rejected key (401)
+  sim-overloaded-*    the model is overloaded (503)
+  anything else       answers normally
+
+Scenario file (TOML), every table optional:
+  [defaults]                  latency_ms, error_rate, rpm, tpm, rpd applied to every key
+  [keys."<key>"]              behavior = "ok|ratelimit|quota|invalid|overloaded",
+                              rpm, tpm, rpd (limits that answer 429 when exceeded),
+                              latency_ms, error_rate (share of 500 answers), retry_after_s
+  [models."<model>"]          context_window (tokens; 400 context_length_exceeded beyond it)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Behavior = Literal["ok", "ratelimit", "quota", "invalid", "overloaded"]
+BEHAVIORS = ("ok", "ratelimit", "quota", "invalid", "overloaded")
+_MAGIC = re.compile(r"^sim-(ok|ratelimit|quota|invalid|overloaded)(?:-(\d+)s)?(?:-|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBehavior:
+    behavior: Behavior = "ok"
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    retry_after_s: float = 30.0
+
+
+@dataclass(slots=True)
+class Scenario:
+    defaults: KeyBehavior = field(default_factory=KeyBehavior)
+    keys: dict[str, KeyBehavior] = field(default_factory=dict)
+    context_windows: dict[str, int] = field(default_factory=dict)
+
+    def behavior_for(self, key: str) -> KeyBehavior:
+        if key in self.keys:
+            return self.keys[key]
+        match = _MAGIC.match(key)
+        if not match:
+            return self.defaults
+        behavior = match.group(1)
+        retry = float(match.group(2)) if match.group(2) else self.defaults.retry_after_s
+        return replace(self.defaults, behavior=behavior, retry_after_s=retry)  # type: ignore[arg-type]
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+_KEY_FIELDS = {"behavior", "rpm", "tpm", "rpd", "latency_ms", "error_rate", "retry_after_s"}
+
+
+def _behavior(data: dict[str, Any], where: str, base: KeyBehavior) -> KeyBehavior:
+    unknown = set(data) - _KEY_FIELDS
+    if unknown:
+        raise ScenarioError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected {sorted(_KEY_FIELDS)}")
+    if "behavior" in data and data["behavior"] not in BEHAVIORS:
+        raise ScenarioError(f"{where}.behavior: expected one of {', '.join(BEHAVIORS)} (got {data['behavior']!r})")
+    return replace(base, **data)
+
+
+def parse_scenario(data: dict[str, Any]) -> Scenario:
+    unknown = set(data) - {"defaults", "keys", "models"}
+    if unknown:
+        raise ScenarioError(f"unknown table(s) {', '.join(sorted(unknown))}; expected defaults, keys, models")
+    defaults = _behavior(data.get("defaults", {}), "defaults", KeyBehavior())
+    keys = {k: _behavior(v, f"keys.{k}", defaults) for k, v in data.get("keys", {}).items()}
+    windows = {}
+    for model, spec in data.get("models", {}).items():
+        if set(spec) - {"context_window"}:
+            raise ScenarioError(f"models.{model}: only context_window is supported")
+        windows[model] = int(spec["context_window"])
+    return Scenario(defaults, keys, windows)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    try:
+        return parse_scenario(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None

@@ -1,0 +1,80 @@
+"""The key table: rows from key records, for the `key_status` tool and `mcp-keygate status`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+from .keys.state import Hold, KeyRecord
+from .schemas import KeyStatusRow
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _row(record: KeyRecord, hold: Hold | None, model: str | None, now: float) -> KeyStatusRow:
+    ready_in = None
+    if hold is not None and hold.until is not None:
+        ready_in = round(max(0.0, hold.until - now), 1)
+    return KeyStatusRow(
+        key_id=record.key_id,
+        provider=record.provider,
+        mask=record.mask,
+        state=hold.state.value if hold else "ready",
+        model=model,
+        ready_in_s=ready_in,
+        reason=hold.reason if hold else None,
+        requests=record.requests,
+        failures=record.failures,
+        last_status=record.last_status,
+        last_used=_iso(record.last_used),
+    )
+
+
+def key_rows(records: list[KeyRecord], now: float) -> list[KeyStatusRow]:
+    """One row per key, or one per model a key is cooling for; a key-wide state wins."""
+    rows: list[KeyStatusRow] = []
+    for record in records:
+        if record.hold is not None and record.hold.active(now):
+            rows.append(_row(record, record.hold, None, now))
+            continue
+        cooling = [(m, h) for m, h in sorted(record.model_holds.items()) if h.active(now)]
+        if not cooling:
+            rows.append(_row(record, None, None, now))
+        for model, hold in cooling:
+            rows.append(_row(record, hold, model, now))
+    return rows
+
+
+def render_table(rows: list[KeyStatusRow]) -> str:
+    """A plain-text table (no colours) that reads well in a terminal and in a file."""
+    if not rows:
+        return "No keys recorded yet: start `mcp-keygate serve` once with your config, or check KEYGATE_STATE."
+    headers = ["provider", "key id", "mask", "state", "model", "ready in", "requests", "failures", "last", "reason"]
+    table = [
+        [
+            r.provider,
+            r.key_id,
+            r.mask,
+            r.state,
+            r.model or "*",
+            "-" if r.ready_in_s is None else f"{math.ceil(r.ready_in_s)} s",
+            str(r.requests),
+            str(r.failures),
+            str(r.last_status or "-"),
+            (r.reason or "")[:60],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    return "\n".join(lines)
+
+
+def render_json(rows: list[KeyStatusRow]) -> str:
+    return json.dumps({"keys": [r.model_dump() for r in rows]}, indent=2)

@@ -1,0 +1,31 @@
+"""State stores: SQLite (default), memory (tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ConversationConflict, ConversationInfo, Store
+from .memory import MemoryStore
+from .sqlite import SQLiteStore, StoreError
+
+
+def open_store(backend: str, path: str | Path | None = None) -> Store:
+    """The store named in `[state] backend` (not yet opened)."""
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "sqlite":
+        if path is None:
+            raise StoreError("the sqlite store needs a path")
+        return SQLiteStore(path)
+    raise StoreError(f"unknown state backend {backend!r} (expected 'sqlite' or 'memory')")
+
+
+__all__ = [
+    "ConversationConflict",
+    "ConversationInfo",
+    "MemoryStore",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "open_store",
+]

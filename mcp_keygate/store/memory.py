@@ -1,0 +1,49 @@
+"""An in-process store for tests and throwaway runs; forgets everything on exit."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from ..keys.state import KeyRecord
+from ..messages import Turn
+from .base import ConversationConflict, ConversationInfo
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._keys: dict[str, dict] = {}
+        self._conversations: dict[str, list[Turn]] = {}
+        self._created: dict[str, float] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def save_keys(self, records: list[KeyRecord]) -> None:
+        for record in records:
+            self._keys[record.key_id] = record.to_dict()
+
+    async def load_keys(self) -> list[KeyRecord]:
+        return [KeyRecord.from_dict(copy.deepcopy(d)) for d in self._keys.values()]
+
+    async def get_turns(self, conversation_id: str) -> list[Turn] | None:
+        turns = self._conversations.get(conversation_id)
+        return list(turns) if turns is not None else None
+
+    async def append_turns(self, conversation_id: str, turns: list[Turn], *, create: bool) -> None:
+        if create:
+            if conversation_id in self._conversations:
+                raise ConversationConflict(conversation_id)
+            self._conversations[conversation_id] = []
+            self._created[conversation_id] = time.time()
+        self._conversations[conversation_id].extend(turns)
+
+    async def list_conversations(self, limit: int = 50) -> list[ConversationInfo]:
+        infos = [
+            ConversationInfo(cid, self._created[cid], turns[-1].created_at if turns else self._created[cid], len(turns))
+            for cid, turns in self._conversations.items()
+        ]
+        return sorted(infos, key=lambda i: i.updated_at, reverse=True)[:limit]

@@ -1,0 +1,181 @@
+"""The default store: one SQLite file in WAL mode, so `status` can read while a server writes.
+
+All SQLite work runs on one worker thread at a time (a capacity limiter of 1), never on the
+event loop. Each public method is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..keys.state import KeyRecord
+from ..messages import Turn
+from .base import ConversationConflict, ConversationInfo
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    key_id     TEXT PRIMARY KEY,
+    provider   TEXT NOT NULL,
+    record     TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    id         TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    turns      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS turns (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    seq        INTEGER NOT NULL,
+    role       TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    model      TEXT,
+    provider   TEXT,
+    key_id     TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+);
+"""
+
+
+class StoreError(Exception):
+    """The state file cannot be opened or written."""
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreError("the state store is not open")
+        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+
+    async def open(self) -> None:
+        self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                # Created owner-only before SQLite touches it: it names keys and holds conversations.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the state file {self.path}: {exc}") from None
+        return conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def save_keys(self, records: list[KeyRecord]) -> None:
+        if not records:
+            return
+        now = time.time()
+        rows = [(r.key_id, r.provider, json.dumps(r.to_dict()), now) for r in records]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    "INSERT INTO keys(key_id, provider, record, updated_at) VALUES (?,?,?,?) "
+                    "ON CONFLICT(key_id) DO UPDATE SET provider=excluded.provider, "
+                    "record=excluded.record, updated_at=excluded.updated_at",
+                    rows,
+                )
+
+        await self._run(write)
+
+    async def load_keys(self) -> list[KeyRecord]:
+        def read(conn: sqlite3.Connection) -> list[KeyRecord]:
+            rows = conn.execute("SELECT record FROM keys ORDER BY provider, key_id").fetchall()
+            return [KeyRecord.from_dict(json.loads(r[0])) for r in rows]
+
+        return await self._run(read)
+
+    async def get_turns(self, conversation_id: str) -> list[Turn] | None:
+        def read(conn: sqlite3.Connection) -> list[Turn] | None:
+            exists = conn.execute("SELECT 1 FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            if exists is None:
+                return None
+            rows = conn.execute(
+                "SELECT role, content, model, provider, key_id, created_at FROM turns "
+                "WHERE conversation_id=? ORDER BY seq",
+                (conversation_id,),
+            ).fetchall()
+            return [Turn(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def append_turns(self, conversation_id: str, turns: list[Turn], *, create: bool) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                if create:
+                    try:
+                        conn.execute(
+                            "INSERT INTO conversations(id, created_at, updated_at, turns) VALUES (?,?,?,0)",
+                            (conversation_id, now, now),
+                        )
+                    except sqlite3.IntegrityError:
+                        raise ConversationConflict(conversation_id) from None
+                row = conn.execute("SELECT turns FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+                start = row[0]
+                conn.executemany(
+                    "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at)
+                        for i, t in enumerate(turns)
+                    ],
+                )
+                conn.execute(
+                    "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
+                    (len(turns), now, conversation_id),
+                )
+
+        await self._run(write)
+
+    async def list_conversations(self, limit: int = 50) -> list[ConversationInfo]:
+        def read(conn: sqlite3.Connection) -> list[ConversationInfo]:
+            rows = conn.execute(
+                "SELECT id, created_at, updated_at, turns FROM conversations ORDER BY updated_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [ConversationInfo(*row) for row in rows]
+
+        return await self._run(read)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (the connection is in autocommit mode)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
