@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-_SCRUB_WINDOW = 6
+_SCRUB_WINDOW = 8
 
 
 def key_id_for(provider: str, secret: str) -> str:
@@ -51,7 +51,7 @@ _LOOKS_LIKE_KEY = re.compile(
 
 
 def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """Remove every run of ≥6 characters shared with a known secret, and anything key-shaped.
+    """Remove every run of ≥8 characters shared with a known secret, and anything key-shaped.
 
     Upstream errors echo parts of the key ("Incorrect API key provided: sk-…abcd"), so
     matching the whole secret is not enough.

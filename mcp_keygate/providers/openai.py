@@ -26,7 +26,7 @@ _CONTEXT_PHRASES = re.compile(
     r"maximum context length|context_length_exceeded|context window|too many tokens|reduce the length", re.I
 )
 _PER_DAY = re.compile(r"per day|\(TPD\)|\(RPD\)|free-models-per-day|daily", re.I)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def short_reason(status: int, code: str | None, message: str) -> str:

@@ -2,7 +2,8 @@
 
 Control endpoints (not part of any provider API):
   GET  /_sim/log      the request log: [{api, key (fingerprint), model, messages, status, outcome, …}]
-  POST /_sim/reset    clear the log and every rate window; a JSON body replaces the scenario
+  POST /_sim/reset    clear the log and every rate window; the JSON body (a scenario) replaces the
+                      scenario, an empty body restores the magic-prefix defaults
   GET  /healthz       liveness
 """
 
@@ -26,7 +27,7 @@ async def sim_log(request: Request) -> Response:
 
 async def sim_reset(request: Request) -> Response:
     raw = await request.body()
-    scenario = None
+    scenario = Scenario()
     if raw.strip():
         try:
             scenario = parse_scenario(json.loads(raw))

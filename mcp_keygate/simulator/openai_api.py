@@ -102,7 +102,14 @@ def _bad_request(message: str, param: str | None = None) -> Response:
 
 
 async def chat_completions(request: Request) -> Response:
+    """Serve one request and log it, whatever its fate (tests read the log)."""
     state: SimState = request.app.state.sim
+    response, entry = await _serve(request, state)
+    state.record({"api": "openai", "path": request.url.path, **entry, "status": response.status_code})
+    return response
+
+
+async def _serve(request: Request, state: SimState) -> tuple[Response, dict[str, Any]]:
     auth = request.headers.get("authorization", "")
     key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
     if not key:
@@ -113,17 +120,17 @@ async def chat_completions(request: Request) -> Response:
             "invalid_request_error",
             None,
             {},
-        )
+        ), {"outcome": "invalid"}
     try:
         body = json.loads(await request.body())
     except ValueError:
-        return _bad_request("We could not parse the JSON body of your request.")
+        return _bad_request("We could not parse the JSON body of your request."), {"outcome": "bad_request"}
     if not isinstance(body, dict):
-        return _bad_request("The request body must be a JSON object.")
+        return _bad_request("The request body must be a JSON object."), {"outcome": "bad_request"}
     model = body.get("model")
     messages = body.get("messages")
     if not isinstance(model, str) or not model:
-        return _bad_request("you must provide a model parameter", "model")
+        return _bad_request("you must provide a model parameter", "model"), {"outcome": "bad_request"}
     if (
         not isinstance(messages, list)
         or not messages
@@ -132,13 +139,20 @@ async def chat_completions(request: Request) -> Response:
             for m in messages
         )
     ):
-        return _bad_request("'messages' must be a non-empty array of {role, content} objects", "messages")
+        return _bad_request("'messages' must be a non-empty array of {role, content} objects", "messages"), {
+            "outcome": "bad_request"
+        }
+    temperature = body.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
+        return _bad_request(
+            f"Invalid 'temperature': decimal above maximum value. Expected a value <= 2, "
+            f"but got {temperature} instead.",
+            "temperature",
+        ), {"outcome": "bad_request", "key": fingerprint(key), "model": model}
     stream = bool(body.get("stream"))
     prompt_tokens = estimate_tokens([m["content"] for m in messages])
     decision = state.decide(key, model, prompt_tokens)
     entry: dict[str, Any] = {
-        "api": "openai",
-        "path": request.url.path,
         "key": fingerprint(key),
         "model": model,
         "messages": messages,
@@ -148,9 +162,7 @@ async def chat_completions(request: Request) -> Response:
     if decision.behavior.latency_ms:
         await anyio.sleep(decision.behavior.latency_ms / 1000)
     if decision.failure is not None:
-        response = error_response(decision, key, model, prompt_tokens)
-        state.record({**entry, "status": response.status_code, "outcome": decision.failure})
-        return response
+        return error_response(decision, key, model, prompt_tokens), {**entry, "outcome": decision.failure}
     system = next((m["content"] for m in messages if m["role"] in ("system", "developer")), None)
     text = reply_text(model, [m for m in messages if m["role"] not in ("system", "developer")], system)
     max_tokens = entry["max_tokens"]
@@ -159,7 +171,7 @@ async def chat_completions(request: Request) -> Response:
     if isinstance(max_tokens, int) and max_tokens > 0 and len(words) > max_tokens:
         text, finish = " ".join(words[:max_tokens]), "length"
     completion_tokens = estimate_tokens([text])
-    state.record({**entry, "status": 200, "outcome": "ok"})
+    entry["outcome"] = "ok"
     headers = ratelimit_headers(decision)
     completion_id = f"chatcmpl-sim{uuid.uuid4().hex[:20]}"
     created = int(time.time())
@@ -174,7 +186,7 @@ async def chat_completions(request: Request) -> Response:
             _stream(completion_id, created, model, text, finish, usage if include_usage else None),
             media_type="text/event-stream",
             headers=headers,
-        )
+        ), entry
     return JSONResponse(
         {
             "id": completion_id,
@@ -193,7 +205,7 @@ async def chat_completions(request: Request) -> Response:
             "system_fingerprint": "fp_sim",
         },
         headers=headers,
-    )
+    ), entry
 
 
 async def _stream(

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks for mcp-keygate; run `python -m bench` from the repository root."""

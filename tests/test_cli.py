@@ -1,0 +1,163 @@
+"""The command line: check, status, simulator and demo, run as a user would (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import anyio
+import httpx2
+import pytest
+
+from mcp_keygate.config import parse_config
+from mcp_keygate.gateway import Keygate
+from mcp_keygate.router import RouteFailed
+
+from .conftest import REPO, two_provider_config, write_toml
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGATE_", "OPENAI_"))}
+    base["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_keygate", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        cwd=REPO,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_check_ok_lists_routes_and_warns_about_literal_keys(tmp_path, sim):
+    data = two_provider_config(sim, ["${K1}"], ["sim-ok-literal-in-file"])
+    config = write_toml(tmp_path / "k.toml", data)
+    proc = run_cli("check", "--config", str(config), env={"K1": "sim-ok-from-env-0001"})
+    assert proc.returncode == 0, proc.stderr
+    assert "OK: 2 provider(s), 2 key(s), 2 model(s)" in proc.stdout
+    assert "route default: mini -> big" in proc.stdout
+    assert "providers.backup.keys[0]: a literal key is written in the config file" in proc.stderr
+    assert "sim-ok-literal-in-file" not in proc.stderr + proc.stdout
+
+
+def test_check_reports_every_problem_with_its_field(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[providers.openai]\nkeys = ["${MISSING_KEY}"]\nstrategy = "fastest"\n'
+        '[models.mini]\nprovider = "openai"\ncontext_window = -5\n[routes]\ndefault = ["mini", "nope"]\n',
+        encoding="utf-8",
+    )
+    proc = run_cli("check", "--config", str(config))
+    assert proc.returncode == 1
+    assert "providers.openai.strategy:" in proc.stderr and "'fastest'" in proc.stderr
+    assert "models.mini.context_window: Input should be greater than 0" in proc.stderr
+    fixed = config.read_text().replace('strategy = "fastest"\n', "").replace("context_window = -5\n", "")
+    config.write_text(fixed.replace(', "nope"', ""), encoding="utf-8")
+    proc = run_cli("check", "--config", str(config))
+    assert proc.returncode == 1
+    assert "providers.openai.keys[0]: environment variable MISSING_KEY is not set" in proc.stderr
+
+
+def test_check_uses_keygate_config_then_environment(tmp_path):
+    proc = run_cli("check", env={"OPENAI_API_KEY": "sk-zero-config-test-key"})
+    assert proc.returncode == 0 and "route default: gpt-4.1-mini -> gpt-4.1" in proc.stdout
+    proc = run_cli("check", env={"KEYGATE_CONFIG": str(tmp_path / "missing.toml")})
+    assert proc.returncode == 1 and "file not found" in proc.stderr
+
+
+def test_status_reads_the_state_file_as_table_and_json(tmp_path, sim):
+    state = tmp_path / "state.db"
+    data = two_provider_config(
+        sim,
+        ["sim-ratelimit-st000001", "sim-ok-st00000000002"],
+        ["sim-invalid-st000003"],
+        backend="sqlite",
+        path=str(state),
+    )
+
+    async def use() -> None:
+        async with Keygate(parse_config(data)) as gate:
+            await gate.complete(prompt="hi")
+            with pytest.raises(RouteFailed):
+                await gate.complete(prompt="hi", model="big")
+
+    anyio.run(use)
+    config = write_toml(tmp_path / "k.toml", data)
+    proc = run_cli("status", "--config", str(config), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["keys"]
+    assert [r["state"] for r in rows if r["provider"] == "primary"] == ["cooling", "ready"]
+    assert [r["state"] for r in rows if r["provider"] == "backup"] == ["disabled"]
+    table = run_cli("status", env={"KEYGATE_STATE": str(state)})
+    assert table.returncode == 0
+    assert "cooling" in table.stdout and "gpt-4.1-mini" in table.stdout and "\x1b" not in table.stdout
+    for secret in ("sim-ratelimit-st000001", "sim-ok-st00000000002", "sim-invalid-st000003"):
+        assert secret[:12] not in proc.stdout + table.stdout
+    missing = run_cli("status", env={"KEYGATE_STATE": str(tmp_path / "none.db")})
+    assert missing.returncode == 1 and "no state file" in missing.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_simulator_command_serves_a_scenario(tmp_path):
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[keys."k-limited"]\nrpm = 1\n', encoding="utf-8")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items()}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_keygate", "simulator", "--port", str(port), "--scenario", str(scenario)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                httpx2.get(f"{base}/healthz")
+                break
+            except httpx2.TransportError:
+                time.sleep(0.05)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Authorization": "Bearer k-limited"}
+        first = httpx2.post(f"{base}/v1/chat/completions", json=body, headers=headers)
+        second = httpx2.post(f"{base}/v1/chat/completions", json=body, headers=headers)
+        assert first.status_code == 200 and first.headers["x-ratelimit-remaining-requests"] == "0"
+        assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_simulator_rejects_a_bad_scenario(tmp_path):
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[keys."k"]\nbehaviour = "ok"\n', encoding="utf-8")
+    proc = run_cli("simulator", "--scenario", str(scenario))
+    assert proc.returncode == 1 and "keys.k: unknown field(s) behaviour" in proc.stderr
+
+
+def test_demo_runs_offline_and_reads_well_in_a_file():
+    proc = run_cli("demo", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "\x1b" not in out
+    assert "rate_limited" in out and "quota_exhausted" in out and "auth_failed" in out
+    assert "cooling" in out and "exhausted" in out and "disabled" in out
+    assert "claude_desktop_config.example.json" in out
+
+
+@pytest.mark.parametrize("args", [["--version"], ["serve", "--help"]])
+def test_help_and_version(args):
+    proc = run_cli(*args)
+    assert proc.returncode == 0 and "mcp-keygate" in proc.stdout

@@ -1,0 +1,114 @@
+"""Config validation: every mistake names its field; env references; zero-config."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcp_keygate.config import ConfigError, config_from_env, load_config, load_config_file, parse_config
+
+GOOD = {
+    "providers": {"openai": {"type": "openai", "keys": ["${KEY_A}", "${KEY_B}"]}},
+    "models": {"mini": {"provider": "openai", "model": "gpt-4.1-mini"}},
+    "routes": {"default": ["mini"]},
+}
+
+
+def problems_of(data) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return info.value.problems
+
+
+def test_good_config_resolves_env_keys():
+    config = parse_config(GOOD)
+    keys = config.resolve_keys({"KEY_A": "sk-aaaaaaaaaaaa", "KEY_B": "sk-bbbbbbbbbbbb"})
+    assert [k.index for k in keys["openai"]] == [0, 1]
+    assert all(k.key_id.startswith("openai:") for k in keys["openai"])
+    assert config.warnings() == []
+
+
+def test_comma_separated_env_gives_several_keys_and_duplicates_collapse():
+    config = parse_config(GOOD)
+    keys = config.resolve_keys({"KEY_A": "k1-xxxxxxxx, k2-yyyyyyyy", "KEY_B": "k1-xxxxxxxx"})
+    assert len(keys["openai"]) == 2
+
+
+def test_missing_env_var_names_field_and_variable():
+    config = parse_config(GOOD)
+    with pytest.raises(ConfigError) as info:
+        config.resolve_keys({"KEY_A": "x"})
+    assert info.value.problems == [
+        "providers.openai.keys[1]: environment variable KEY_B is not set (export it, or remove the reference)"
+    ]
+
+
+def test_unknown_field_is_named():
+    data = {**GOOD, "providers": {"openai": {"type": "openai", "keys": [], "stratgy": "priority"}}}
+    assert problems_of(data) == [
+        "providers.openai.stratgy: unknown field (check the spelling against the config reference)"
+    ]
+
+
+def test_bad_enum_value_is_named_with_expected_values():
+    data = {**GOOD, "providers": {"openai": {"type": "openai", "keys": [], "strategy": "fast"}}}
+    (problem,) = problems_of(data)
+    assert problem.startswith("providers.openai.strategy:")
+    assert "'balanced', 'priority' or 'round_robin'" in problem and "'fast'" in problem
+
+
+def test_route_naming_unknown_model_and_model_naming_unknown_provider():
+    data = {
+        "providers": {"openai": {"keys": []}},
+        "models": {"mini": {"provider": "opnai"}},
+        "routes": {"default": ["mini", "maxi"]},
+    }
+    problems = problems_of(data)
+    assert "models.mini.provider: unknown provider 'opnai' (known: openai)" in problems
+    assert "routes.default[1]: unknown model 'maxi' (known: mini)" in problems
+
+
+def test_literal_key_is_warned_about():
+    data = {**GOOD, "providers": {"openai": {"keys": ["sk-literal-key-in-file"]}}}
+    config = parse_config(data)
+    (warning,) = config.warnings()
+    assert warning.startswith("providers.openai.keys[0]: a literal key")
+    assert "sk-literal" not in warning
+
+
+def test_routes_default_to_every_model():
+    config = parse_config({"providers": {"p": {}}, "models": {"a": {"provider": "p"}, "b": {"provider": "p"}}})
+    assert config.route("default") == ["a", "b"]
+    assert config.route("a") == ["a"]
+    assert config.route("nope") is None
+
+
+def test_malformed_toml_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[providers.openai\nkeys = 1", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    assert "not valid TOML" in info.value.problems[0]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config_file(tmp_path / "nope.toml")
+
+
+def test_zero_config_from_env():
+    config = config_from_env({"OPENAI_API_KEYS": "sk-one-xxxxxxxx,sk-two-yyyyyyyy"})
+    assert list(config.providers) == ["openai"]
+    assert config.route("default") == ["gpt-4.1-mini", "gpt-4.1"]
+    keys = config.resolve_keys({"OPENAI_API_KEYS": "sk-one-xxxxxxxx,sk-two-yyyyyyyy"})
+    assert len(keys["openai"]) == 2
+
+
+def test_zero_config_without_keys_is_empty():
+    assert config_from_env({}).providers == {}
+
+
+def test_config_path_precedence(tmp_path):
+    path = tmp_path / "k.toml"
+    path.write_text('[providers.x]\nkeys = []\n[models.m]\nprovider = "x"\n', encoding="utf-8")
+    assert list(load_config(None, {"KEYGATE_CONFIG": str(path)}).models) == ["m"]
+    assert list(load_config(None, {"OPENAI_API_KEY": "sk-x"}).providers) == ["openai"]

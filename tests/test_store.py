@@ -1,0 +1,72 @@
+"""The SQLite store: atomic appends, key records, file permissions, and reopening."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from mcp_keygate.keys.state import Hold, KeyRecord, KeyState
+from mcp_keygate.messages import Turn
+from mcp_keygate.store import ConversationConflict, MemoryStore, SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request, tmp_path):
+    s = SQLiteStore(tmp_path / "state" / "state.db") if request.param == "sqlite" else MemoryStore()
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_conversation_round_trip(store):
+    turns = [Turn("system", "be brief"), Turn("user", "hi"), Turn("assistant", "hello", "mini", "p", "p:abc", 1.0)]
+    await store.append_turns("c_1", turns, create=True)
+    await store.append_turns(
+        "c_1", [Turn("user", "again"), Turn("assistant", "sure", "big", "q", "q:def")], create=False
+    )
+    got = await store.get_turns("c_1")
+    assert [t.content for t in got] == ["be brief", "hi", "hello", "again", "sure"]
+    assert got[2].model == "mini" and got[4].key_id == "q:def"
+    assert await store.get_turns("c_unknown") is None
+    infos = await store.list_conversations()
+    assert [(i.id, i.turns) for i in infos] == [("c_1", 5)]
+
+
+async def test_creating_an_existing_conversation_conflicts(store):
+    await store.append_turns("c_1", [Turn("user", "a")], create=True)
+    with pytest.raises(ConversationConflict):
+        await store.append_turns("c_1", [Turn("user", "b")], create=True)
+    assert [t.content for t in await store.get_turns("c_1")] == ["a"]
+
+
+async def test_key_records_round_trip(store):
+    record = KeyRecord("p:abc", "p", "…wxyz", Hold(KeyState.EXHAUSTED, 123.0, "quota", 429, 1.0))
+    record.model_holds["m"] = Hold(KeyState.COOLING, 50.0, "slow", 429, 1.0, 2)
+    record.requests = 3
+    await store.save_keys([record])
+    record.requests = 4
+    await store.save_keys([record])
+    (loaded,) = await store.load_keys()
+    assert loaded.to_dict() == record.to_dict()
+
+
+async def test_sqlite_file_is_private_and_atomic_on_failure(tmp_path):
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    await store.open()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    await store.append_turns("c_1", [Turn("user", "a"), Turn("assistant", "b")], create=True)
+    # A turn that violates the schema (content NULL) aborts the whole append: no half call is stored.
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.append_turns("c_1", [Turn("user", "ok"), Turn("assistant", None)], create=False)  # type: ignore[arg-type]
+    assert [t.content for t in await store.get_turns("c_1")] == ["a", "b"]
+    await store.close()
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    assert len(await reopened.get_turns("c_1")) == 2
+    await reopened.close()
