@@ -36,8 +36,12 @@ def spawn_to_initialize(cmd: list[str], env: dict[str, str]) -> float:
 
 def measure(runs: int = 15) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEYS": "sk-bench-aaaaaaaaaaaa,sk-bench-bbbbbbbbbbbb",
-               "KEYGATE_STATE": str(Path(tmp) / "state.db")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OPENAI_API_KEYS": "sk-bench-aaaaaaaaaaaa,sk-bench-bbbbbbbbbbbb",
+            "KEYGATE_STATE": str(Path(tmp) / "state.db"),
+        }
         env.pop("KEYGATE_CONFIG", None)
         keygate = [sys.executable, "-m", "mcp_keygate", "serve", "--log-level", "WARNING"]
         bare = [sys.executable, str(ROOT / "bench" / "bare_server.py")]

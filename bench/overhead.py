@@ -38,19 +38,22 @@ async def direct(sim, n: int) -> list[float]:
     async with httpx2.AsyncClient() as client:
         for _ in range(n):
             t = time.perf_counter()
-            r = await client.post(f"{sim.openai_base}/chat/completions", json=BODY,
-                                  headers={"Authorization": "Bearer sim-ok-bench"})
+            r = await client.post(
+                f"{sim.openai_base}/chat/completions", json=BODY, headers={"Authorization": "Bearer sim-ok-bench"}
+            )
             r.json()
             times.append(time.perf_counter() - t)
     return times
 
 
 def config(sim, backend: str, tmp: str):
-    return parse_config({
-        "state": {"backend": backend, "path": str(Path(tmp) / "state.db")},
-        "providers": {"p": {"base_url": sim.openai_base, "keys": [f"sim-ok-bench{i:02d}" for i in range(10)]}},
-        "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
-    })
+    return parse_config(
+        {
+            "state": {"backend": backend, "path": str(Path(tmp) / "state.db")},
+            "providers": {"p": {"base_url": sim.openai_base, "keys": [f"sim-ok-bench{i:02d}" for i in range(10)]}},
+            "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
+        }
+    )
 
 
 async def in_process(sim, backend: str, n: int, conversation: bool) -> list[float]:
@@ -78,8 +81,11 @@ async def over_stdio(sim, n: int) -> dict[str, list[float]]:
             encoding="utf-8",
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10))}
-        keygate = StdioServerParameters(command=sys.executable, env=env,
-                                        args=["-m", "mcp_keygate", "serve", "--config", str(cfg), "--log-level", "WARNING"])
+        keygate = StdioServerParameters(
+            command=sys.executable,
+            env=env,
+            args=["-m", "mcp_keygate", "serve", "--config", str(cfg), "--log-level", "WARNING"],
+        )
         bare = StdioServerParameters(command=sys.executable, args=[str(ROOT / "bench" / "bare_server.py")], env=env)
         async with Client(keygate, mode="legacy") as client:
             await client.call_tool("complete", {"prompt": "warm up"})
