@@ -17,8 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .keys.secret import ApiKey
+from .presets import PRESETS, ProviderType
 
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -41,8 +41,9 @@ class StateConfig(_Strict):
 
 
 class ProviderConfig(_Strict):
-    type: Literal["openai"] = "openai"
+    type: ProviderType = "openai"
     base_url: str | None = None
+    api_version: str | None = Field(None, description="Azure: use the deployment path with this api-version")
     keys: list[str] = Field(default_factory=list)
     strategy: Literal["balanced", "priority", "round_robin"] = "balanced"
     timeout_s: float = Field(60.0, gt=0)
@@ -51,9 +52,20 @@ class ProviderConfig(_Strict):
     max_cooldown_s: float = Field(3600.0, gt=0, description="cap on any rate-limit cooldown")
     quota_cooldown_s: float = Field(6 * 3600.0, gt=0, description="how long an out-of-quota key is parked")
     headers: dict[str, str] = Field(default_factory=dict)
+    stream: bool = Field(True, description="stream from upstream: earlier progress, and cut streams are caught")
+
+    @model_validator(mode="after")
+    def _needs_base_url(self) -> ProviderConfig:
+        if self.base_url is None and PRESETS[self.type].base_url is None:
+            raise ValueError(f"base_url is required for type {self.type!r} (e.g. https://RESOURCE.openai.azure.com)")
+        return self
+
+    @property
+    def wire(self) -> str:
+        return PRESETS[self.type].wire
 
     def resolved_base_url(self) -> str:
-        return (self.base_url or DEFAULT_BASE_URLS[self.type]).rstrip("/")
+        return (self.base_url or PRESETS[self.type].base_url or "").rstrip("/")
 
 
 class ModelConfig(_Strict):
@@ -126,6 +138,8 @@ class Config(_Strict):
                 value = _ENV_REF.sub(lambda m: env[m.group(1)], ref)
                 secrets.extend(s.strip() for s in value.split(",") if s.strip())
             unique = list(dict.fromkeys(secrets))
+            if not unique and not PRESETS[provider.type].key_required:
+                unique = [""]  # keyless (Ollama): one pseudo-key so the pool has something to lease
             resolved[pname] = [ApiKey.create(pname, s, i) for i, s in enumerate(unique)]
         if problems:
             raise ConfigError(problems)
@@ -141,7 +155,7 @@ class Config(_Strict):
                         f"providers.{pname}.keys[{i}]: a literal key is written in the config file; "
                         f'use an environment variable reference such as "${{{pname.upper()}_API_KEY}}"'
                     )
-            if not provider.keys:
+            if not provider.keys and PRESETS[provider.type].key_required:
                 found.append(f"providers.{pname}.keys: no keys listed; calls to this provider will fail")
         if not self.models:
             found.append("models: no models defined; `complete` has nothing to call")
@@ -186,31 +200,33 @@ def load_config_file(path: str | Path) -> Config:
     return parse_config(data, str(path))
 
 
-# Zero-config: providers found in the environment, each with sensible default models.
-_ENV_PRESETS: list[tuple[str, str, str, list[str]]] = [
-    # provider name, type, env prefix, default models (first is preferred)
-    ("openai", "openai", "OPENAI", ["gpt-4.1-mini", "gpt-4.1"]),
-]
-
-
 def config_from_env(env: Mapping[str, str] | None = None) -> Config:
-    """Build a config from `OPENAI_API_KEY(S)` and friends, for users without a file."""
+    """Build a config from `OPENAI_API_KEY(S)`, `ANTHROPIC_API_KEY(S)`, `GEMINI_API_KEY(S)`… for users without a file.
+
+    The default route takes each provider's preferred model first, then the others.
+    """
     env = os.environ if env is None else env
     data: dict = {"providers": {}, "models": {}, "routes": {}}
-    default_route: list[str] = []
-    for name, ptype, prefix, models in _ENV_PRESETS:
-        refs = [f"${{{var}}}" for var in (f"{prefix}_API_KEYS", f"{prefix}_API_KEY") if env.get(var)]
+    first: list[str] = []
+    rest: list[str] = []
+    for name, preset in PRESETS.items():
+        if preset.env_prefix is None:
+            continue
+        names = (f"{preset.env_prefix}_API_KEYS", f"{preset.env_prefix}_API_KEY", *preset.extra_env_keys)
+        refs = [f"${{{var}}}" for var in names if env.get(var)]
         if not refs:
             continue
-        provider: dict = {"type": ptype, "keys": refs}
-        if env.get(f"{prefix}_BASE_URL"):
-            provider["base_url"] = env[f"{prefix}_BASE_URL"]
+        provider: dict = {"type": name, "keys": refs}
+        if env.get(f"{preset.env_prefix}_BASE_URL"):
+            provider["base_url"] = env[f"{preset.env_prefix}_BASE_URL"]
         data["providers"][name] = provider
-        for model in models:
-            data["models"][model] = {"provider": name}
-            default_route.append(model)
-    if default_route:
-        data["routes"]["default"] = default_route
+        for i, (model, window) in enumerate(preset.default_models):
+            if model in data["models"]:
+                continue
+            data["models"][model] = {"provider": name, **({"context_window": window} if window else {})}
+            (first if i == 0 else rest).append(model)
+    if first:
+        data["routes"]["default"] = first + rest
     return parse_config(data, "environment")
 
 

@@ -164,6 +164,7 @@ class Keygate:
                 )
                 for a in routed.attempts
             ],
+            trimmed_turns=routed.trimmed_turns,
         )
 
     @staticmethod

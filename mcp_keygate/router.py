@@ -12,12 +12,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import httpx2
 
 from .config import Config
+from .context import TokenEstimator, fit_history, reserve_for_answer
 from .keys.pool import KeyPool, Lease
 from .messages import Completion, Message
 from .outcomes import Outcome, Verdict
@@ -29,6 +30,8 @@ Notify = Callable[[str], Awaitable[None]]
 
 # After a model overloads twice in one call, other calls skip it this long (unless told otherwise).
 MODEL_BACKOFF_S = 10.0
+# A streamed answer reports progress about every this many characters (~100 tokens).
+PROGRESS_EVERY_CHARS = 400
 # Pause between passes over the route when the last pass met upstream trouble.
 RETRY_PAUSE_S = 1.0
 _TRANSIENT = {o.value for o in Outcome if o.is_transient_upstream}
@@ -53,6 +56,7 @@ class Routed:
     provider: str
     key_id: str
     attempts: list[AttemptRecord] = field(default_factory=list)
+    trimmed_turns: int = 0
 
 
 class RouteFailed(Exception):
@@ -87,6 +91,7 @@ class Router:
         self.client = client
         self._clock = clock
         self._model_backoff: dict[tuple[str, str], float] = {}
+        self.estimator = TokenEstimator()
 
     async def route(
         self,
@@ -134,6 +139,17 @@ class Router:
             if self._model_backoff.get((model.provider, upstream), 0.0) > self._clock():
                 continue
             provider = self.providers[model.provider]
+            model_params = replace(
+                params,
+                max_tokens=params.max_tokens or model.max_output_tokens,
+                stream=self.config.providers[model.provider].stream,
+            )
+            sent, trimmed = messages, 0
+            if window is not None:
+                budget = window - reserve_for_answer(window, model_params.max_tokens)
+                sent, trimmed = fit_history(messages, budget, self.estimator, upstream)
+                if trimmed:
+                    await notify(f"{name}: dropped the {trimmed} oldest turn(s) to fit its {window}-token window")
             transient_failures = 0
             tried: set[str] = set()
             while True:
@@ -141,7 +157,7 @@ class Router:
                 if lease is None:
                     break
                 tried.add(lease.key.key_id)
-                verdict, completion = await self._attempt(provider, lease, messages, params)
+                verdict, completion = await self._attempt(provider, lease, sent, model_params, name, notify)
                 record = AttemptRecord(
                     name,
                     lease.key.key_id,
@@ -159,7 +175,8 @@ class Router:
                     record.status_code,
                 )
                 if verdict.outcome is Outcome.OK and completion is not None:
-                    return Routed(completion, name, model.provider, lease.key.key_id, attempts)
+                    self.estimator.calibrate(upstream, sent, completion.usage.input_tokens)
+                    return Routed(completion, name, model.provider, lease.key.key_id, attempts, trimmed)
                 if verdict.outcome.blames_key:
                     await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key")
                     continue
@@ -184,11 +201,27 @@ class Router:
         return None
 
     async def _attempt(
-        self, provider: Provider, lease: Lease, messages: list[Message], params: CallParams
+        self,
+        provider: Provider,
+        lease: Lease,
+        messages: list[Message],
+        params: CallParams,
+        name: str,
+        notify: Notify,
     ) -> tuple[Verdict, Completion | None]:
+        received = 0
+        reported = 0
+
+        async def on_text(text: str) -> None:
+            nonlocal received, reported
+            received += len(text)
+            if received - reported >= PROGRESS_EVERY_CHARS:
+                reported = received
+                await notify(f"{name}: about {received // 4} tokens received")
+
         released = False
         try:
-            attempt = await send_attempt(provider, self.client, lease.key, lease.model, messages, params)
+            attempt = await send_attempt(provider, self.client, lease.key, lease.model, messages, params, on_text)
             self.pool.release(lease, attempt.verdict)
             released = True
             return attempt.verdict, attempt.completion

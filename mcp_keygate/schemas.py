@@ -38,6 +38,7 @@ class CompleteResult(BaseModel):
     finish_reason: str
     usage: UsageOut
     attempts: list[AttemptOut]
+    trimmed_turns: int = Field(0, description="oldest turns left out to fit the answering model's window")
 
 
 class ModelInfo(BaseModel):

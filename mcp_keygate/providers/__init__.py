@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 from ..config import ProviderConfig
-from .base import Attempt, CallParams, MalformedResponse, Provider, send_attempt
+from .anthropic import AnthropicProvider
+from .base import Attempt, CallParams, Headroom, MalformedResponse, Provider, send_attempt
+from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 
 
 def build_provider(name: str, config: ProviderConfig) -> Provider:
     """The adapter for a `[providers.NAME]` table."""
-    if config.type == "openai":
-        return OpenAIProvider(name, config.resolved_base_url(), config.headers)
-    raise ValueError(f"providers.{name}.type: unsupported type {config.type!r}")
+    base_url = config.resolved_base_url()
+    if config.wire == "anthropic":
+        return AnthropicProvider(name, base_url, config.headers)
+    if config.wire == "gemini":
+        return GeminiProvider(name, base_url, config.headers)
+    return OpenAIProvider(
+        name,
+        base_url,
+        config.headers,
+        azure=config.type == "azure",
+        azure_api_version=config.api_version,
+        stream_options=config.type not in ("mistral",),
+    )
 
 
-__all__ = ["Attempt", "CallParams", "MalformedResponse", "OpenAIProvider", "Provider", "build_provider", "send_attempt"]
+__all__ = [
+    "AnthropicProvider",
+    "Attempt",
+    "CallParams",
+    "GeminiProvider",
+    "Headroom",
+    "MalformedResponse",
+    "OpenAIProvider",
+    "Provider",
+    "build_provider",
+    "send_attempt",
+]

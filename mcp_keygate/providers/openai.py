@@ -11,7 +11,7 @@ import httpx2
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import LONG_WAIT_S, Outcome, Verdict, parse_go_duration, retry_after_from
-from .base import CallParams, MalformedResponse
+from .base import CallParams, Headroom, MalformedResponse, StreamFailed, header_int, short_reason, sse_json
 
 QUOTA_CODES = frozenset(
     {
@@ -26,16 +26,6 @@ _CONTEXT_PHRASES = re.compile(
     r"maximum context length|context_length_exceeded|context window|too many tokens|reduce the length", re.I
 )
 _PER_DAY = re.compile(r"per day|\(TPD\)|\(RPD\)|free-models-per-day|daily", re.I)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def short_reason(status: int, code: str | None, message: str) -> str:
-    """One printable line for logs and `key_status`: status, code and the start of the message."""
-    text = _CONTROL.sub(" ", message or "").strip()
-    if len(text) > 200:
-        text = text[:197] + "…"
-    label = f"{status} {code}" if code else str(status)
-    return f"{label}: {text}" if text else label
 
 
 def error_fields(body: Any) -> tuple[str | None, str | None, str]:
@@ -58,15 +48,36 @@ def error_fields(body: Any) -> tuple[str | None, str | None, str]:
 
 
 class OpenAIProvider:
-    """Chat Completions over `POST {base_url}/chat/completions` with a Bearer key."""
+    """Chat Completions over `POST {base_url}/chat/completions` with a Bearer key (Azure: `api-key`)."""
 
-    def __init__(self, name: str, base_url: str, extra_headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        azure_api_version: str | None = None,
+        azure: bool = False,
+        stream_options: bool = True,
+    ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.extra_headers = dict(extra_headers or {})
+        self.azure = azure or azure_api_version is not None
+        self.azure_api_version = azure_api_version
+        self.stream_options = stream_options
         # api.openai.com wants max_completion_tokens (reasoning models reject max_tokens);
         # the compatible APIs mostly know only max_tokens.
-        self._max_tokens_field = "max_completion_tokens" if "api.openai.com" in self.base_url else "max_tokens"
+        official = "api.openai.com" in self.base_url or self.azure
+        self._max_tokens_field = "max_completion_tokens" if official else "max_tokens"
+
+    def url_for(self, model: str) -> str:
+        if not self.azure:
+            return f"{self.base_url}/chat/completions"
+        if self.azure_api_version:
+            return f"{self.base_url}/openai/deployments/{model}/chat/completions?api-version={self.azure_api_version}"
+        base = self.base_url if "/openai/" in self.base_url + "/" else f"{self.base_url}/openai/v1"
+        return f"{base}/chat/completions"
 
     def build_request(
         self, client: httpx2.AsyncClient, key: ApiKey, model: str, messages: list[Message], params: CallParams
@@ -79,10 +90,17 @@ class OpenAIProvider:
             body[self._max_tokens_field] = params.max_tokens
         if params.temperature is not None:
             body["temperature"] = params.temperature
+        if params.stream:
+            body["stream"] = True
+            if self.stream_options:
+                body["stream_options"] = {"include_usage": True}
         headers = {**self.extra_headers}
         if key.secret:
-            headers["Authorization"] = f"Bearer {key.secret}"
-        return client.build_request("POST", f"{self.base_url}/chat/completions", json=body, headers=headers)
+            if self.azure:
+                headers["api-key"] = key.secret
+            else:
+                headers["Authorization"] = f"Bearer {key.secret}"
+        return client.build_request("POST", self.url_for(model), json=body, headers=headers)
 
     def parse_response(self, body: Any) -> Completion:
         try:
@@ -104,8 +122,69 @@ class OpenAIProvider:
             upstream_model=str(body.get("model") or ""),
         )
 
+    def stream_decoder(self) -> OpenAIStream:
+        return OpenAIStream()
+
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Verdict:
         return classify_openai_error(status, headers, body)
+
+    def headroom(self, headers: Mapping[str, str]) -> Headroom | None:
+        return openai_headroom(headers)
+
+
+class OpenAIStream:
+    """`data: {chat.completion.chunk}` … `data: [DONE]`; complete only once a finish_reason arrived."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage = Usage()
+        self.model = ""
+
+    def feed(self, event: str | None, data: str) -> str:
+        if data.strip() == "[DONE]":
+            return ""
+        chunk = sse_json(data)
+        if not isinstance(chunk, dict):
+            raise MalformedResponse("a stream chunk is not an object")
+        if "error" in chunk:
+            code = chunk["error"].get("code") if isinstance(chunk["error"], dict) else None
+            status = code if isinstance(code, int) else 500
+            raise StreamFailed(classify_openai_error(status, {}, chunk))
+        self.model = chunk.get("model") or self.model
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        text = ""
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
+            if isinstance(piece, str):
+                text += piece
+            if choice.get("finish_reason") == "error":
+                reason = "the provider ended the stream with an error"
+                raise StreamFailed(Verdict(Outcome.UPSTREAM_ERROR, 200, reason=reason))
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        if text:
+            self.parts.append(text)
+        return text
+
+    def finish(self) -> Completion:
+        if self.finish_reason is None:
+            raise MalformedResponse("no finish_reason before the stream ended")
+        return Completion("".join(self.parts), self.finish_reason, self.usage, self.model)
+
+
+def openai_headroom(headers: Mapping[str, str]) -> Headroom | None:
+    """`x-ratelimit-remaining-*` and `-reset-*` (OpenAI, Azure, Groq — whose requests are per day)."""
+    requests = headers.get("x-ratelimit-remaining-requests")
+    tokens = headers.get("x-ratelimit-remaining-tokens")
+    if requests is None and tokens is None:
+        return None
+    resets = [parse_go_duration(headers.get(f"x-ratelimit-reset-{k}") or "") for k in ("requests", "tokens")]
+    known = [r for r in resets if r is not None]
+    return Headroom(header_int(requests), header_int(tokens), max(known) if known else None)
 
 
 def classify_openai_error(status: int, headers: Mapping[str, str], body: Any) -> Verdict:

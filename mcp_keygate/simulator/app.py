@@ -1,5 +1,8 @@
 """The simulator's Starlette app and its control endpoints.
 
+Provider APIs: OpenAI `POST /v1/chat/completions`, Anthropic `POST /v1/messages`, Gemini
+`POST /v1beta/models/{model}:generateContent` (and `/v1/…`) and `:streamGenerateContent?alt=sse`.
+
 Control endpoints (not part of any provider API):
   GET  /_sim/log      the request log: [{api, key (fingerprint), model, messages, status, outcome, …}]
   POST /_sim/reset    clear the log and every rate window; the JSON body (a scenario) replaces the
@@ -16,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .anthropic_api import messages
+from .gemini_api import generate_content
 from .openai_api import chat_completions
 from .scenario import Scenario, ScenarioError, parse_scenario
 from .state import SimState
@@ -46,6 +51,9 @@ def create_app(scenario: Scenario | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1beta/models/{target:path}", generate_content, methods=["POST"]),
+            Route("/v1/models/{target:path}", generate_content, methods=["POST"]),
             Route("/_sim/log", sim_log, methods=["GET"]),
             Route("/_sim/reset", sim_reset, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),

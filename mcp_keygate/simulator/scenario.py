@@ -6,12 +6,16 @@ Magic prefixes (no scenario needed):
   sim-ratelimit-5s-*  the same with retry-after 5 s (any whole number of seconds)
   sim-quota-*         quota / billing exhausted
   sim-invalid-*       rejected key (401)
-  sim-overloaded-*    the model is overloaded (503)
+  sim-overloaded-*    the model is overloaded (OpenAI/Gemini 503, Anthropic 529)
+  sim-spendlimit-*    a spend limit is reached (OpenAI spend-limit 429, Anthropic enforced_spend_limit_reached,
+                      Gemini 402 prepayment depleted)
+  sim-streamcut-*     streams stop halfway without their end marker (plain replies: a truncated body)
+  sim-streamerror-*   streams report an error event halfway (plain replies: a 500)
   anything else       answers normally
 
 Scenario file (TOML), every table optional:
   [defaults]                  latency_ms, error_rate, rpm, tpm, rpd applied to every key
-  [keys."<key>"]              behavior = "ok|ratelimit|quota|invalid|overloaded",
+  [keys."<key>"]              behavior = "ok|ratelimit|quota|invalid|overloaded|spendlimit|streamcut|streamerror",
                               rpm, tpm, rpd (limits that answer 429 when exceeded),
                               latency_ms, error_rate (share of 500 answers), retry_after_s
   [models."<model>"]          context_window (tokens; 400 context_length_exceeded beyond it)
@@ -25,9 +29,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-Behavior = Literal["ok", "ratelimit", "quota", "invalid", "overloaded"]
-BEHAVIORS = ("ok", "ratelimit", "quota", "invalid", "overloaded")
-_MAGIC = re.compile(r"^sim-(ok|ratelimit|quota|invalid|overloaded)(?:-(\d+)s)?(?:-|$)")
+Behavior = Literal["ok", "ratelimit", "quota", "invalid", "overloaded", "spendlimit", "streamcut", "streamerror"]
+BEHAVIORS = ("ok", "ratelimit", "quota", "invalid", "overloaded", "spendlimit", "streamcut", "streamerror")
+_MAGIC = re.compile(r"^sim-(" + "|".join(BEHAVIORS) + r")(?:-(\d+)s)?(?:-|$)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,18 @@ from typing import Any, Literal
 
 from .scenario import KeyBehavior, Scenario
 
-Failure = Literal["ratelimit", "quota", "invalid", "overloaded", "server_error", "context", "daily"]
+Failure = Literal[
+    "ratelimit",
+    "quota",
+    "invalid",
+    "overloaded",
+    "spendlimit",
+    "streamcut",
+    "streamerror",
+    "server_error",
+    "context",
+    "daily",
+]
 
 
 def fingerprint(key: str) -> str:
