@@ -62,11 +62,11 @@ def test_anthropic_sdk_raises_the_right_exception(sim, key, error, status):
 
 
 def test_anthropic_sdk_sees_a_mid_stream_error(sim):
-    with pytest.raises(anthropic.APIStatusError, match="overloaded_error"):
-        with claude(sim, "sim-streamerror-anth01").messages.stream(
-            model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "x"}]
-        ) as stream:
-            stream.get_final_text()
+    stream = claude(sim, "sim-streamerror-anth01").messages.stream(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "x"}]
+    )
+    with pytest.raises(anthropic.APIStatusError, match="overloaded_error"), stream as events:
+        events.get_final_text()
 
 
 def test_gemini_sdk_parses_content_and_streams(sim):

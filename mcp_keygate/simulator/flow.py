@@ -110,7 +110,7 @@ async def _handle(dialect: Dialect, request: Request, state: SimState, entry: di
     entry["outcome"] = failure or "ok"
     if failure is not None and failure not in ("streamcut", "streamerror"):
         return dialect.error(decision, call, prompt_tokens)
-    answer = _answer(call, prompt_tokens)
+    answer = _answer(call, prompt_tokens, decision.behavior.reply_words)
     if not call.stream:
         if failure == "streamerror":
             decision.failure = "server_error"
@@ -126,10 +126,13 @@ async def _handle(dialect: Dialect, request: Request, state: SimState, entry: di
     )
 
 
-def _answer(call: SimCall, prompt_tokens: int) -> Answer:
+def _answer(call: SimCall, prompt_tokens: int, reply_words: int | None) -> Answer:
     text = reply_text(call.model, call.turns, call.system)
-    finish: Literal["stop", "length"] = "stop"
     words = text.split(" ")
+    if reply_words and len(words) < reply_words:
+        words += [f"w{i}" for i in range(reply_words - len(words))]
+        text = " ".join(words)
+    finish: Literal["stop", "length"] = "stop"
     if call.max_tokens is not None and 0 < call.max_tokens < len(words):
         text, finish = " ".join(words[: call.max_tokens]), "length"
     return Answer(uuid.uuid4().hex[:24], call.model, text, finish, prompt_tokens, estimate_tokens([text]))

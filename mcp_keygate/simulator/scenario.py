@@ -17,7 +17,10 @@ Scenario file (TOML), every table optional:
   [defaults]                  latency_ms, error_rate, rpm, tpm, rpd applied to every key
   [keys."<key>"]              behavior = "ok|ratelimit|quota|invalid|overloaded|spendlimit|streamcut|streamerror",
                               rpm, tpm, rpd (limits that answer 429 when exceeded),
-                              latency_ms, error_rate (share of 500 answers), retry_after_s
+                              latency_ms, error_rate (share of 500 answers), retry_after_s,
+                              after = N, then = "<behavior>" (serve N requests normally, then
+                              behave as `then`: a key that runs dry mid-conversation),
+                              reply_words (pad answers to this many words: long streams)
   [models."<model>"]          context_window (tokens; 400 context_length_exceeded beyond it)
 """
 
@@ -43,6 +46,9 @@ class KeyBehavior:
     latency_ms: float = 0.0
     error_rate: float = 0.0
     retry_after_s: float = 30.0
+    after: int | None = None
+    then: Behavior | None = None
+    reply_words: int | None = None
 
 
 @dataclass(slots=True)
@@ -66,15 +72,29 @@ class ScenarioError(ValueError):
     pass
 
 
-_KEY_FIELDS = {"behavior", "rpm", "tpm", "rpd", "latency_ms", "error_rate", "retry_after_s"}
+_KEY_FIELDS = {
+    "behavior",
+    "rpm",
+    "tpm",
+    "rpd",
+    "latency_ms",
+    "error_rate",
+    "retry_after_s",
+    "after",
+    "then",
+    "reply_words",
+}
 
 
 def _behavior(data: dict[str, Any], where: str, base: KeyBehavior) -> KeyBehavior:
     unknown = set(data) - _KEY_FIELDS
     if unknown:
         raise ScenarioError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected {sorted(_KEY_FIELDS)}")
-    if "behavior" in data and data["behavior"] not in BEHAVIORS:
-        raise ScenarioError(f"{where}.behavior: expected one of {', '.join(BEHAVIORS)} (got {data['behavior']!r})")
+    for name in ("behavior", "then"):
+        if name in data and data[name] not in BEHAVIORS:
+            raise ScenarioError(f"{where}.{name}: expected one of {', '.join(BEHAVIORS)} (got {data[name]!r})")
+    if ("after" in data) != ("then" in data):
+        raise ScenarioError(f"{where}: `after` and `then` go together")
     return replace(base, **data)
 
 

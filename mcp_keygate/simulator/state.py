@@ -10,7 +10,7 @@ import hashlib
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .scenario import KeyBehavior, Scenario
@@ -69,6 +69,7 @@ class SimState:
     log: list[dict[str, Any]] = field(default_factory=list)
     _minute: dict[str, Window] = field(default_factory=dict)
     _day: dict[str, Window] = field(default_factory=dict)
+    _served: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=lambda: random.Random(1234))
 
@@ -79,12 +80,15 @@ class SimState:
             self.log.clear()
             self._minute.clear()
             self._day.clear()
+            self._served.clear()
 
     def decide(self, key: str, model: str, prompt_tokens: int) -> Decision:
         """What happens to this request, counting it against the key's windows when it is served."""
         behavior = self.scenario.behavior_for(key)
         now = time.time()
         with self._lock:
+            if behavior.after is not None and behavior.then and self._served.get(key, 0) >= behavior.after:
+                behavior = replace(behavior, behavior=behavior.then)
             minute = self._minute.setdefault(key, Window(now, 60.0))
             day = self._day.setdefault(key, Window(now, 86400.0))
             minute.roll(now)
@@ -124,6 +128,7 @@ class SimState:
             if behavior.error_rate and self._random.random() < behavior.error_rate:
                 decision.failure = "server_error"
                 return decision
+            self._served[key] = self._served.get(key, 0) + 1
             minute.requests += 1
             minute.tokens += prompt_tokens
             day.requests += 1
