@@ -1,7 +1,8 @@
 """`mcp-keygate demo`: the real server over stdio, a real MCP client, and the bundled simulator.
 
-Offline and keyless: the simulator plays two providers whose keys are rate-limited, out of
-quota, rejected or fine, and a short conversation shows rotation and fallback.
+Offline and keyless: the simulator plays OpenAI, Anthropic and Gemini, whose keys are
+rate-limited, out of quota, rejected or fine, and a short conversation shows key rotation and
+fallback across all three, each receiving the whole conversation in its own wire format.
 """
 
 from __future__ import annotations
@@ -14,62 +15,80 @@ from pathlib import Path
 
 import anyio
 
+OPENAI_KEYS = ["sim-ratelimit-30s-demo0000a1", "sim-quota-demo0000b2", "sim-ok-demo0000c3"]
+ANTHROPIC_KEYS = ["sim-invalid-demo0000d4", "sim-ok-demo0000e5"]
+GEMINI_KEYS = ["sim-ok-demo0000f6"]
 DEMO_KEYS = {
-    "DEMO_PRIMARY_KEYS": "sim-ratelimit-30s-demo0000a1,sim-quota-demo0000b2,sim-ok-demo0000c3",
-    "DEMO_BACKUP_KEYS": "sim-invalid-demo0000d4,sim-ok-demo0000e5",
+    "DEMO_OPENAI_KEYS": ",".join(OPENAI_KEYS),
+    "DEMO_ANTHROPIC_KEYS": ",".join(ANTHROPIC_KEYS),
+    "DEMO_GEMINI_KEYS": ",".join(GEMINI_KEYS),
 }
+# The good OpenAI key allows one request a minute; the good Anthropic key runs out of credit
+# after one answer — so each turn is answered by a different provider.
+SCENARIO = {"keys": {OPENAI_KEYS[2]: {"rpm": 1}, ANTHROPIC_KEYS[1]: {"after": 1, "then": "quota"}}}
 
 
-def _config(base_url: str, state: Path) -> str:
+def _config(sim_url: str, state: Path) -> str:
     return f"""
 [state]
 backend = "sqlite"
 path = "{state.as_posix()}"
 
-[providers.primary]
+[providers.openai]
 type = "openai"
-base_url = "{base_url}"
-keys = ["${{DEMO_PRIMARY_KEYS}}"]
+base_url = "{sim_url}/v1"
+keys = ["${{DEMO_OPENAI_KEYS}}"]
 strategy = "priority"
 
-[providers.backup]
-type = "openai"
-base_url = "{base_url}"
-keys = ["${{DEMO_BACKUP_KEYS}}"]
+[providers.anthropic]
+type = "anthropic"
+base_url = "{sim_url}"
+keys = ["${{DEMO_ANTHROPIC_KEYS}}"]
+strategy = "priority"
 
-[models.mini]
-provider = "primary"
+[providers.gemini]
+type = "gemini"
+base_url = "{sim_url}"
+keys = ["${{DEMO_GEMINI_KEYS}}"]
+
+[models.gpt]
+provider = "openai"
 model = "gpt-4.1-mini"
 
-[models.backup]
-provider = "backup"
-model = "gpt-4.1"
+[models.claude]
+provider = "anthropic"
+model = "claude-haiku-4-5"
+max_output_tokens = 1024
+
+[models.gemini]
+provider = "gemini"
+model = "gemini-2.5-flash"
 
 [routes]
-default = ["mini", "backup"]
+default = ["gpt", "claude", "gemini"]
 """
 
 
 def _print_attempts(result: dict) -> None:
     for attempt in result["attempts"]:
         status = attempt["status_code"] or "-"
-        wait = f", retry after {attempt['retry_after_s']:g} s" if attempt["retry_after_s"] else ""
-        print(f"    {attempt['model']:<7} {attempt['key_id']:<16} {status!s:>4}  {attempt['outcome']}{wait}")
+        wait = f", retry after {attempt['retry_after_s']:.0f} s" if attempt["retry_after_s"] else ""
+        print(f"    {attempt['model']:<7} {attempt['key_id']:<18} {status!s:>4}  {attempt['outcome']}{wait}")
 
 
 def _print_keys(keys: list[dict]) -> None:
-    print(f"  {'key id':<16} {'mask':<7} {'state':<10} {'model':<13} {'ready in':>8}  reason")
+    print(f"  {'key id':<18} {'mask':<7} {'state':<10} {'model':<16} {'ready in':>8}  reason")
     for k in keys:
         ready = f"{k['ready_in_s']:.0f} s" if k["ready_in_s"] is not None else "-"
         reason = (k["reason"] or "")[:48]
-        print(f"  {k['key_id']:<16} {k['mask']:<7} {k['state']:<10} {k['model'] or '*':<13} {ready:>8}  {reason}")
+        print(f"  {k['key_id']:<18} {k['mask']:<7} {k['state']:<10} {k['model'] or '*':<16} {ready:>8}  {reason}")
 
 
-async def _conversation(base_url: str, workdir: Path) -> None:
+async def _conversation(sim_url: str, workdir: Path) -> None:
     from mcp import Client, StdioServerParameters
 
     config_path = workdir / "keygate.toml"
-    config_path.write_text(_config(base_url, workdir / "state.db"), encoding="utf-8")
+    config_path.write_text(_config(sim_url, workdir / "state.db"), encoding="utf-8")
     env = {**os.environ, **DEMO_KEYS, "KEYGATE_CONFIG": str(config_path)}
     env.pop("KEYGATE_STATE", None)
     params = StdioServerParameters(
@@ -88,9 +107,6 @@ async def _conversation(base_url: str, workdir: Path) -> None:
             args: dict = {"prompt": prompt, "system": "You are a concise assistant."}
             if conversation_id:
                 args = {"prompt": prompt, "conversation_id": conversation_id}
-            if turn == 3:
-                # Route straight to the backup model: its first key is rejected, its second answers.
-                args["model"] = "backup"
             result = await client.call_tool("complete", args)
             if result.is_error:
                 print(f"turn {turn}: error: {result.content[0].text}")
@@ -107,11 +123,12 @@ async def _conversation(base_url: str, workdir: Path) -> None:
 
 
 def run_demo() -> int:
-    from .simulator import SimulatorThread
+    from .simulator import SimulatorThread, parse_scenario
 
-    print("mcp-keygate demo — offline, no API keys: a simulator plays the providers.\n")
-    with tempfile.TemporaryDirectory(prefix="keygate-demo-") as tmp, SimulatorThread() as sim:
-        anyio.run(_conversation, sim.openai_base, Path(tmp))
+    print("mcp-keygate demo — offline, no API keys: a simulator plays OpenAI, Anthropic and Gemini.\n")
+    scenario = parse_scenario(SCENARIO)
+    with tempfile.TemporaryDirectory(prefix="keygate-demo-") as tmp, SimulatorThread(scenario) as sim:
+        anyio.run(_conversation, sim.url, Path(tmp))
     print(
         "\nNext: register it with Claude Desktop — see claude_desktop_config.example.json and the README's "
         "'Use it from Claude Desktop' section."
