@@ -46,19 +46,25 @@ async def direct(sim, n: int) -> list[float]:
     return times
 
 
-def config(sim, backend: str, tmp: str):
+def config(sim, backend: str, tmp: str, stream: bool = False):
     return parse_config(
         {
             "state": {"backend": backend, "path": str(Path(tmp) / "state.db")},
-            "providers": {"p": {"base_url": sim.openai_base, "keys": [f"sim-ok-bench{i:02d}" for i in range(10)]}},
+            "providers": {
+                "p": {
+                    "base_url": sim.openai_base,
+                    "keys": [f"sim-ok-bench{i:02d}" for i in range(10)],
+                    "stream": stream,
+                }
+            },
             "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
         }
     )
 
 
-async def in_process(sim, backend: str, n: int, conversation: bool) -> list[float]:
+async def in_process(sim, backend: str, n: int, conversation: bool, stream: bool = False) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        async with Keygate(config(sim, backend, tmp)) as gate:
+        async with Keygate(config(sim, backend, tmp, stream)) as gate:
             times = []
             cid = None
             for _ in range(n):
@@ -77,7 +83,7 @@ async def over_stdio(sim, n: int) -> dict[str, list[float]]:
         cfg = Path(tmp) / "k.toml"
         cfg.write_text(
             f'[state]\npath = "{Path(tmp) / "state.db"}"\n[providers.p]\nbase_url = "{sim.openai_base}"\n'
-            'keys = ["${BENCH_KEYS}"]\n[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
+            'keys = ["${BENCH_KEYS}"]\nstream = false\n[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
             encoding="utf-8",
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10))}
@@ -112,6 +118,7 @@ async def measure(n: int = 400) -> dict[str, dict[str, float]]:
         results = {
             "direct_httpx2": summary(await direct(sim, n)),
             "keygate_memory": summary(await in_process(sim, "memory", n, conversation=False)),
+            "keygate_memory_streamed": summary(await in_process(sim, "memory", n, conversation=False, stream=True)),
             "keygate_sqlite": summary(await in_process(sim, "sqlite", n, conversation=False)),
             "keygate_sqlite_conversation": summary(await in_process(sim, "sqlite", n, conversation=True)),
         }

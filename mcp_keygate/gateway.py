@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 
 from .config import Config, state_path
@@ -139,12 +140,15 @@ class Keygate:
             raise InvalidRequest("messages: at least one message with role 'user' is needed")
         try:
             routed = await self.router.route(chain, context, CallParams(max_tokens, temperature), max_wait_s, notify)
-        finally:
-            await self.store.save_keys(self.pool.take_dirty())
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # what the failed call learned about keys is kept
+                await self.store.save_keys(self.pool.take_dirty())
+            raise
         now = time.time()
         turns = [Turn(m.role, m.content, created_at=now) for m in new]
         turns.append(Turn("assistant", routed.completion.text, routed.model, routed.provider, routed.key_id, now))
-        await self.store.append_turns(conversation_id, turns, create=create)
+        # One transaction: the user turn, the answer, and what the call taught us about keys.
+        await self.store.append_turns(conversation_id, turns, create=create, keys=self.pool.take_dirty())
         usage = routed.completion.usage
         return CompleteResult(
             text=routed.completion.text,

@@ -62,11 +62,17 @@ async def test_sqlite_file_is_private_and_atomic_on_failure(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     await store.append_turns("c_1", [Turn("user", "a"), Turn("assistant", "b")], create=True)
     # A turn that violates the schema (content NULL) aborts the whole append: no half call is stored.
+    record = KeyRecord("p:abc", "p", "…wxyz", requests=7)
     with pytest.raises(sqlite3.IntegrityError):
-        await store.append_turns("c_1", [Turn("user", "ok"), Turn("assistant", None)], create=False)  # type: ignore[arg-type]
+        await store.append_turns(
+            "c_1", [Turn("user", "ok"), Turn("assistant", None)], create=False, keys=[record]  # type: ignore[arg-type]
+        )
     assert [t.content for t in await store.get_turns("c_1")] == ["a", "b"]
+    assert await store.load_keys() == []  # the key records of the failed append were rolled back too
+    await store.append_turns("c_1", [Turn("user", "c")], create=False, keys=[record])
+    assert [r.requests for r in await store.load_keys()] == [7]
     await store.close()
     reopened = SQLiteStore(path)
     await reopened.open()
-    assert len(await reopened.get_turns("c_1")) == 2
+    assert len(await reopened.get_turns("c_1")) == 3
     await reopened.close()

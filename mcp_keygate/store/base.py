@@ -38,7 +38,9 @@ class Store(Protocol):
     async def get_turns(self, conversation_id: str) -> list[Turn] | None:
         """The turns of a conversation in order, or None when it does not exist."""
 
-    async def append_turns(self, conversation_id: str, turns: list[Turn], *, create: bool) -> None:
-        """Append all turns in one transaction; `create` starts a new conversation."""
+    async def append_turns(
+        self, conversation_id: str, turns: list[Turn], *, create: bool, keys: list[KeyRecord] | None = None
+    ) -> None:
+        """Append all turns, and save `keys`, in one transaction; `create` starts a new conversation."""
 
     async def list_conversations(self, limit: int = 50) -> list[ConversationInfo]: ...

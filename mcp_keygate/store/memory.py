@@ -33,13 +33,16 @@ class MemoryStore:
         turns = self._conversations.get(conversation_id)
         return list(turns) if turns is not None else None
 
-    async def append_turns(self, conversation_id: str, turns: list[Turn], *, create: bool) -> None:
+    async def append_turns(
+        self, conversation_id: str, turns: list[Turn], *, create: bool, keys: list[KeyRecord] | None = None
+    ) -> None:
         if create:
             if conversation_id in self._conversations:
                 raise ConversationConflict(conversation_id)
             self._conversations[conversation_id] = []
             self._created[conversation_id] = time.time()
         self._conversations[conversation_id].extend(turns)
+        await self.save_keys(keys or [])
 
     async def list_conversations(self, limit: int = 50) -> list[ConversationInfo]:
         infos = [

@@ -92,17 +92,11 @@ class SQLiteStore:
     async def save_keys(self, records: list[KeyRecord]) -> None:
         if not records:
             return
-        now = time.time()
-        rows = [(r.key_id, r.provider, json.dumps(r.to_dict()), now) for r in records]
+        rows = _key_rows(records)
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.executemany(
-                    "INSERT INTO keys(key_id, provider, record, updated_at) VALUES (?,?,?,?) "
-                    "ON CONFLICT(key_id) DO UPDATE SET provider=excluded.provider, "
-                    "record=excluded.record, updated_at=excluded.updated_at",
-                    rows,
-                )
+                _upsert_keys(conn, rows)
 
         await self._run(write)
 
@@ -127,8 +121,11 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def append_turns(self, conversation_id: str, turns: list[Turn], *, create: bool) -> None:
+    async def append_turns(
+        self, conversation_id: str, turns: list[Turn], *, create: bool, keys: list[KeyRecord] | None = None
+    ) -> None:
         now = time.time()
+        key_rows = _key_rows(keys or [])
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -154,6 +151,7 @@ class SQLiteStore:
                     "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
                     (len(turns), now, conversation_id),
                 )
+                _upsert_keys(conn, key_rows)
 
         await self._run(write)
 
@@ -166,6 +164,21 @@ class SQLiteStore:
             return [ConversationInfo(*row) for row in rows]
 
         return await self._run(read)
+
+
+def _key_rows(records: list[KeyRecord]) -> list[tuple[str, str, str, float]]:
+    now = time.time()
+    return [(r.key_id, r.provider, json.dumps(r.to_dict()), now) for r in records]
+
+
+def _upsert_keys(conn: sqlite3.Connection, rows: list[tuple[str, str, str, float]]) -> None:
+    if rows:
+        conn.executemany(
+            "INSERT INTO keys(key_id, provider, record, updated_at) VALUES (?,?,?,?) "
+            "ON CONFLICT(key_id) DO UPDATE SET provider=excluded.provider, "
+            "record=excluded.record, updated_at=excluded.updated_at",
+            rows,
+        )
 
 
 class _transaction:
