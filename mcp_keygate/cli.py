@@ -28,7 +28,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     from .config import ConfigError, load_config
     from .gateway import Keygate
-    from .server import build_server
     from .store import StoreError
 
     try:
@@ -38,16 +37,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not config.providers:
         logging.getLogger("mcp_keygate").warning(
-            "no providers configured: set OPENAI_API_KEY (or OPENAI_API_KEYS) or pass --config; "
-            "tools will answer with an error until then"
+            "no providers configured: set OPENAI_API_KEY (or ANTHROPIC_API_KEY, GEMINI_API_KEY, …) or pass "
+            "--config; tools will answer with an error until then"
         )
-    server = build_server(gateway, log_level=args.log_level)
-    if args.transport != "stdio":
-        return _fail(f"--transport {args.transport} is not available yet; use stdio", 2)
+    if args.transport == "stdio":
+        from .server import build_server
+
+        try:
+            build_server(gateway, log_level=args.log_level).run("stdio")
+        except KeyboardInterrupt:
+            pass
+        return 0
+    return _serve_http(args, config, gateway)
+
+
+def _serve_http(args: argparse.Namespace, config, gateway) -> int:
+    from .auth import TokenRegistry
+    from .config import ConfigError
+    from .http import UnsafeBind, build_http_app, run_http
+    from .metrics import Metrics
+    from .server import build_server
+
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
     try:
-        server.run("stdio")
-    except KeyboardInterrupt:
-        pass
+        tokens = TokenRegistry(config.resolve_tokens())
+        server = build_server(gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False)
+        app = build_http_app(
+            gateway,
+            server,
+            transport=args.transport,
+            host=host,
+            settings=config.server,
+            tokens=tokens,
+            metrics=Metrics(gateway.pool),
+        )
+    except (ConfigError, UnsafeBind) as exc:
+        return _fail(str(exc), 2)
+    paths = {"streamable-http": "/mcp", "sse": "/sse", "http": "/mcp and /sse"}[args.transport]
+    logging.getLogger("mcp_keygate").info("serving MCP on http://%s:%s %s", host, port, paths)
+    run_http(app, gateway, host, port, config.server.shutdown_grace_s, args.log_level.lower())
     return 0
 
 
@@ -135,9 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     config_help = "config file (default: $KEYGATE_CONFIG, else zero-config from the environment)"
     serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     serve.add_argument("--config", help=config_help)
-    serve.add_argument("--transport", default="stdio", choices=["stdio", "sse", "streamable-http"])
-    serve.add_argument("--host", default="127.0.0.1", help="HTTP transports: address to bind")
-    serve.add_argument("--port", type=int, default=8931, help="HTTP transports: port (default 8931)")
+    serve.add_argument(
+        "--transport",
+        default="stdio",
+        choices=["stdio", "sse", "streamable-http", "http"],
+        help="stdio (default); streamable-http (/mcp), sse (/sse), or http for both",
+    )
+    serve.add_argument("--host", default=None, help="HTTP transports: address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="HTTP transports: port (default 8931)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     serve.set_defaults(func=cmd_serve)
 

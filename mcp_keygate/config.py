@@ -40,6 +40,20 @@ class StateConfig(_Strict):
     path: str | None = None
 
 
+class ServerConfig(_Strict):
+    """The HTTP transports (`serve --transport sse|streamable-http|http`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8931, ge=0, le=65535)
+    auth_tokens: dict[str, str] = Field(
+        default_factory=dict, description="token name → token (an env reference); every MCP request needs one"
+    )
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host headers accepted besides loopback")
+    allowed_origins: list[str] = Field(default_factory=list)
+    json_response: bool = Field(False, description="streamable HTTP: plain JSON replies (no progress events)")
+    shutdown_grace_s: float = Field(10.0, gt=0, description="how long in-flight calls may finish on SIGTERM")
+
+
 class ProviderConfig(_Strict):
     type: ProviderType = "openai"
     base_url: str | None = None
@@ -77,6 +91,7 @@ class ModelConfig(_Strict):
 
 class Config(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, list[str]] = Field(default_factory=dict)
@@ -144,6 +159,32 @@ class Config(_Strict):
         if problems:
             raise ConfigError(problems)
         return resolved
+
+    def resolve_tokens(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Named bearer tokens: `[server] auth_tokens`, `KEYGATE_AUTH_TOKEN` ("default") and
+        `KEYGATE_AUTH_TOKENS` ("name:token,name:token")."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+        tokens: dict[str, str] = {}
+        for name, ref in self.server.auth_tokens.items():
+            missing = [v for v in _ENV_REF.findall(ref) if not env.get(v)]
+            if missing:
+                problems.append(f"server.auth_tokens.{name}: environment variable {missing[0]} is not set")
+                continue
+            tokens[name] = _ENV_REF.sub(lambda m: env[m.group(1)], ref)
+        if env.get("KEYGATE_AUTH_TOKEN"):
+            tokens["default"] = env["KEYGATE_AUTH_TOKEN"]
+        for i, pair in enumerate(p.strip() for p in (env.get("KEYGATE_AUTH_TOKENS") or "").split(",") if p.strip()):
+            name, sep, token = pair.partition(":")
+            if not sep or not name.strip() or len(token.strip()) < 16:
+                problems.append(f"KEYGATE_AUTH_TOKENS[{i}]: expected name:token with a token of at least 16 characters")
+                continue
+            tokens[name.strip()] = token.strip()
+        short = [name for name, token in tokens.items() if len(token) < 16]
+        problems += [f"auth token {name!r}: must be at least 16 characters" for name in short]
+        if problems:
+            raise ConfigError(problems)
+        return tokens
 
     def warnings(self) -> list[str]:
         """Things that work but should not be left as they are."""

@@ -41,8 +41,9 @@ def validate_conversation_id(conversation_id: str) -> str:
     return conversation_id
 
 
-async def load_history(store: Store, conversation_id: str) -> list[Turn]:
-    turns = await store.get_turns(validate_conversation_id(conversation_id))
+async def load_history(store: Store, conversation_id: str, owner: str) -> list[Turn]:
+    """The history, if `owner` may see it; another client's conversation does not exist for them."""
+    turns = await store.get_turns(validate_conversation_id(conversation_id), owner)
     if turns is None:
         raise UnknownConversation(conversation_id)
     return turns

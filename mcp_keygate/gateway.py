@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import httpx2
 
+from .auth import LOCAL_OWNER
 from .config import Config, state_path
 from .conversations import load_history, new_conversation_id, request_messages, validate_conversation_id
 from .keys.pool import KeyPool, PoolPolicy
@@ -65,6 +66,8 @@ class Keygate:
         self._transport = transport
         self._client: httpx2.AsyncClient | None = None
         self.router: Router | None = None
+        self.in_flight = 0  # complete calls running now (graceful shutdown waits for them)
+        self.draining = False
 
     async def __aenter__(self) -> Keygate:
         await self.open()
@@ -110,10 +113,33 @@ class Keygate:
         temperature: float | None = None,
         max_wait_s: float = 20.0,
         notify: Notify | None = None,
+        owner: str = LOCAL_OWNER,
     ) -> CompleteResult:
         """Answer one turn through the route, store it, and say how it was reached."""
         if self.router is None:
             raise RuntimeError("Keygate is not open")
+        self.in_flight += 1
+        try:
+            return await self._complete(
+                prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s, notify, owner
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def _complete(
+        self,
+        prompt: str | None,
+        messages: list[InputMessage] | None,
+        model: str,
+        conversation_id: str | None,
+        system: str | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        max_wait_s: float,
+        notify: Notify | None,
+        owner: str,
+    ) -> CompleteResult:
+        assert self.router is not None
         new = self._new_messages(prompt, messages, system)
         chain = self.config.route(model)
         if chain is None:
@@ -134,7 +160,7 @@ class Keygate:
                 validate_conversation_id(conversation_id)
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
-            history = await load_history(self.store, conversation_id)
+            history = await load_history(self.store, conversation_id, owner)
         context = request_messages(history, new)
         if not any(m.role == "user" for m in context):
             raise InvalidRequest("messages: at least one message with role 'user' is needed")
@@ -148,7 +174,7 @@ class Keygate:
         turns = [Turn(m.role, m.content, created_at=now) for m in new]
         turns.append(Turn("assistant", routed.completion.text, routed.model, routed.provider, routed.key_id, now))
         # One transaction: the user turn, the answer, and what the call taught us about keys.
-        await self.store.append_turns(conversation_id, turns, create=create, keys=self.pool.take_dirty())
+        await self.store.append_turns(conversation_id, turns, create=create, owner=owner, keys=self.pool.take_dirty())
         usage = routed.completion.usage
         return CompleteResult(
             text=routed.completion.text,

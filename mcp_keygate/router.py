@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import anyio
 import httpx2
@@ -35,6 +36,14 @@ PROGRESS_EVERY_CHARS = 400
 # Pause between passes over the route when the last pass met upstream trouble.
 RETRY_PAUSE_S = 1.0
 _TRANSIENT = {o.value for o in Outcome if o.is_transient_upstream}
+
+
+class RouterObserver(Protocol):
+    """Told about every attempt and fallback (metrics)."""
+
+    def on_attempt(self, provider: str, model: str, key_id: str, outcome: str, seconds: float) -> None: ...
+
+    def on_fallback(self, from_model: str, to_model: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,7 @@ class Router:
         self._clock = clock
         self._model_backoff: dict[tuple[str, str], float] = {}
         self.estimator = TokenEstimator()
+        self.observer: RouterObserver | None = None
 
     async def route(
         self,
@@ -157,7 +167,11 @@ class Router:
                 if lease is None:
                     break
                 tried.add(lease.key.key_id)
+                started = time.perf_counter()
                 verdict, completion = await self._attempt(provider, lease, sent, model_params, name, notify)
+                if self.observer is not None:
+                    elapsed = time.perf_counter() - started
+                    self.observer.on_attempt(model.provider, name, lease.key.key_id, verdict.outcome.value, elapsed)
                 record = AttemptRecord(
                     name,
                     lease.key.key_id,
@@ -197,6 +211,8 @@ class Router:
                     attempts,
                 )
             if position + 1 < len(chain):
+                if self.observer is not None:
+                    self.observer.on_fallback(name, chain[position + 1])
                 await notify(f"no usable key for {name}; falling back to {chain[position + 1]}")
         return None
 

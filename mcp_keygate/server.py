@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from . import __version__
+from .auth import LOCAL_OWNER, TokenRegistry
 from .conversations import UnknownConversation
 from .gateway import InvalidRequest, Keygate
 from .keys.secret import scrub
@@ -31,16 +32,28 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(gateway: Keygate, *, log_level: str = "INFO") -> MCPServer:
-    """An MCPServer whose lifespan opens and closes `gateway`."""
+def build_server(
+    gateway: Keygate, *, log_level: str = "INFO", tokens: TokenRegistry | None = None, owns_gateway: bool = True
+) -> MCPServer:
+    """An MCPServer for `gateway`. Over stdio its lifespan opens and closes the gateway; over HTTP
+    the app's lifespan does (`owns_gateway=False`), since the SDK enters this one per SSE session."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        if not owns_gateway:
+            yield None
+            return
         await gateway.open()
         try:
             yield None
         finally:
             await gateway.close()
+
+    def caller(ctx: Context) -> str:
+        """The token name behind this request (already verified by the HTTP middleware), else local."""
+        if tokens is None or not tokens.enabled:
+            return LOCAL_OWNER
+        return tokens.name_for_header((ctx.headers or {}).get("authorization")) or LOCAL_OWNER
 
     server = MCPServer(
         "mcp-keygate",
@@ -73,6 +86,7 @@ def build_server(gateway: Keygate, *, log_level: str = "INFO") -> MCPServer:
     ) -> CompleteResult:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
         progress = 0
+        owner = caller(ctx)
 
         async def notify(message: str) -> None:
             nonlocal progress
@@ -81,7 +95,7 @@ def build_server(gateway: Keygate, *, log_level: str = "INFO") -> MCPServer:
             await ctx.report_progress(progress, None, message)
 
         try:
-            return await gateway.complete(
+            result = await gateway.complete(
                 prompt=prompt,
                 messages=messages,
                 model=model,
@@ -91,9 +105,13 @@ def build_server(gateway: Keygate, *, log_level: str = "INFO") -> MCPServer:
                 temperature=temperature,
                 max_wait_s=max_wait_s,
                 notify=notify,
+                owner=owner,
             )
         except (InvalidRequest, UnknownConversation, RouteFailed, RequestRejected) as exc:
+            log.info("complete by %s failed: %s", owner, type(exc).__name__)
             raise tool_error(exc) from None
+        log.info("complete by %s answered by %s with key %s", owner, result.model, result.key_id)
+        return result
 
     @server.tool()
     async def list_models() -> ModelsResult:

@@ -65,7 +65,10 @@ async def test_sqlite_file_is_private_and_atomic_on_failure(tmp_path):
     record = KeyRecord("p:abc", "p", "…wxyz", requests=7)
     with pytest.raises(sqlite3.IntegrityError):
         await store.append_turns(
-            "c_1", [Turn("user", "ok"), Turn("assistant", None)], create=False, keys=[record]  # type: ignore[arg-type]
+            "c_1",
+            [Turn("user", "ok"), Turn("assistant", None)],
+            create=False,
+            keys=[record],  # type: ignore[arg-type]
         )
     assert [t.content for t in await store.get_turns("c_1")] == ["a", "b"]
     assert await store.load_keys() == []  # the key records of the failed append were rolled back too

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..auth import LOCAL_OWNER
 from ..keys.state import KeyRecord
 from ..messages import Turn
 
@@ -35,12 +36,21 @@ class Store(Protocol):
 
     async def load_keys(self) -> list[KeyRecord]: ...
 
-    async def get_turns(self, conversation_id: str) -> list[Turn] | None:
-        """The turns of a conversation in order, or None when it does not exist."""
+    async def get_turns(self, conversation_id: str, owner: str = LOCAL_OWNER) -> list[Turn] | None:
+        """The turns of `owner`'s conversation in order, or None when it does not exist for them."""
 
     async def append_turns(
-        self, conversation_id: str, turns: list[Turn], *, create: bool, keys: list[KeyRecord] | None = None
+        self,
+        conversation_id: str,
+        turns: list[Turn],
+        *,
+        create: bool,
+        owner: str = LOCAL_OWNER,
+        keys: list[KeyRecord] | None = None,
     ) -> None:
-        """Append all turns, and save `keys`, in one transaction; `create` starts a new conversation."""
+        """Append all turns, and save `keys`, in one transaction; `create` starts `owner`'s new conversation."""
 
-    async def list_conversations(self, limit: int = 50) -> list[ConversationInfo]: ...
+    async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]: ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers (for /healthz)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 
+from ..auth import LOCAL_OWNER
 from ..keys.state import KeyRecord
 from ..messages import Turn
 from .base import ConversationConflict, ConversationInfo
@@ -15,6 +16,7 @@ class MemoryStore:
         self._keys: dict[str, dict] = {}
         self._conversations: dict[str, list[Turn]] = {}
         self._created: dict[str, float] = {}
+        self._owner: dict[str, str] = {}
 
     async def open(self) -> None:
         return None
@@ -29,24 +31,39 @@ class MemoryStore:
     async def load_keys(self) -> list[KeyRecord]:
         return [KeyRecord.from_dict(copy.deepcopy(d)) for d in self._keys.values()]
 
-    async def get_turns(self, conversation_id: str) -> list[Turn] | None:
+    async def get_turns(self, conversation_id: str, owner: str = LOCAL_OWNER) -> list[Turn] | None:
         turns = self._conversations.get(conversation_id)
-        return list(turns) if turns is not None else None
+        if turns is None or self._owner[conversation_id] != owner:
+            return None
+        return list(turns)
 
     async def append_turns(
-        self, conversation_id: str, turns: list[Turn], *, create: bool, keys: list[KeyRecord] | None = None
+        self,
+        conversation_id: str,
+        turns: list[Turn],
+        *,
+        create: bool,
+        owner: str = LOCAL_OWNER,
+        keys: list[KeyRecord] | None = None,
     ) -> None:
         if create:
             if conversation_id in self._conversations:
                 raise ConversationConflict(conversation_id)
             self._conversations[conversation_id] = []
             self._created[conversation_id] = time.time()
+            self._owner[conversation_id] = owner
+        elif self._owner.get(conversation_id) != owner:
+            raise ConversationConflict(conversation_id)
         self._conversations[conversation_id].extend(turns)
         await self.save_keys(keys or [])
 
-    async def list_conversations(self, limit: int = 50) -> list[ConversationInfo]:
+    async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
         infos = [
             ConversationInfo(cid, self._created[cid], turns[-1].created_at if turns else self._created[cid], len(turns))
             for cid, turns in self._conversations.items()
+            if self._owner[cid] == owner
         ]
         return sorted(infos, key=lambda i: i.updated_at, reverse=True)[:limit]
+
+    async def ping(self) -> bool:
+        return True

@@ -17,6 +17,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from ..auth import LOCAL_OWNER
 from ..keys.state import KeyRecord
 from ..messages import Turn
 from .base import ConversationConflict, ConversationInfo
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     id         TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    turns      INTEGER NOT NULL DEFAULT 0
+    turns      INTEGER NOT NULL DEFAULT 0,
+    owner      TEXT NOT NULL DEFAULT 'local'
 );
 CREATE TABLE IF NOT EXISTS turns (
     conversation_id TEXT NOT NULL REFERENCES conversations(id),
@@ -80,6 +82,9 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
+            if "owner" not in columns:  # a state file from before per-client conversations
+                conn.execute("ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the state file {self.path}: {exc}") from None
         return conn
@@ -107,9 +112,11 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def get_turns(self, conversation_id: str) -> list[Turn] | None:
+    async def get_turns(self, conversation_id: str, owner: str = LOCAL_OWNER) -> list[Turn] | None:
         def read(conn: sqlite3.Connection) -> list[Turn] | None:
-            exists = conn.execute("SELECT 1 FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM conversations WHERE id=? AND owner=?", (conversation_id, owner)
+            ).fetchone()
             if exists is None:
                 return None
             rows = conn.execute(
@@ -122,7 +129,13 @@ class SQLiteStore:
         return await self._run(read)
 
     async def append_turns(
-        self, conversation_id: str, turns: list[Turn], *, create: bool, keys: list[KeyRecord] | None = None
+        self,
+        conversation_id: str,
+        turns: list[Turn],
+        *,
+        create: bool,
+        owner: str = LOCAL_OWNER,
+        keys: list[KeyRecord] | None = None,
     ) -> None:
         now = time.time()
         key_rows = _key_rows(keys or [])
@@ -132,12 +145,16 @@ class SQLiteStore:
                 if create:
                     try:
                         conn.execute(
-                            "INSERT INTO conversations(id, created_at, updated_at, turns) VALUES (?,?,?,0)",
-                            (conversation_id, now, now),
+                            "INSERT INTO conversations(id, created_at, updated_at, turns, owner) VALUES (?,?,?,0,?)",
+                            (conversation_id, now, now, owner),
                         )
                     except sqlite3.IntegrityError:
                         raise ConversationConflict(conversation_id) from None
-                row = conn.execute("SELECT turns FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+                row = conn.execute(
+                    "SELECT turns FROM conversations WHERE id=? AND owner=?", (conversation_id, owner)
+                ).fetchone()
+                if row is None:
+                    raise ConversationConflict(conversation_id)
                 start = row[0]
                 conn.executemany(
                     "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at) "
@@ -155,15 +172,26 @@ class SQLiteStore:
 
         await self._run(write)
 
-    async def list_conversations(self, limit: int = 50) -> list[ConversationInfo]:
+    async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
         def read(conn: sqlite3.Connection) -> list[ConversationInfo]:
             rows = conn.execute(
-                "SELECT id, created_at, updated_at, turns FROM conversations ORDER BY updated_at DESC LIMIT ?",
-                (limit,),
+                "SELECT id, created_at, updated_at, turns FROM conversations WHERE owner=? "
+                "ORDER BY updated_at DESC LIMIT ?",
+                (owner, limit),
             ).fetchall()
             return [ConversationInfo(*row) for row in rows]
 
         return await self._run(read)
+
+    async def ping(self) -> bool:
+        try:
+            return await self._run(_select_one)
+        except (StoreError, sqlite3.Error):
+            return False
+
+
+def _select_one(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def _key_rows(records: list[KeyRecord]) -> list[tuple[str, str, str, float]]:
