@@ -107,20 +107,21 @@ def server(http_config):
 @asynccontextmanager
 async def streamable(url: str, token: str | None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        async with streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, *_):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                yield session
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, *_),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
 
 
 @asynccontextmanager
 async def sse(url: str, token: str | None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with sse_client(f"{url}/sse", headers=headers) as (read, write, *_):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
+    async with sse_client(f"{url}/sse", headers=headers) as (read, write, *_), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
 
 
 async def test_streamable_http_and_sse_work_with_a_token(server):
@@ -132,7 +133,7 @@ async def test_streamable_http_and_sse_work_with_a_token(server):
         assert not result.is_error
         keys = await session.call_tool("key_status", {})
         assert len(keys.structured_content["keys"]) == 3
-    code, stderr = server.stop()
+    _code, stderr = server.stop()
     assert "complete by alice answered by mini" in stderr and "complete by bob answered by mini" in stderr
     assert ALICE not in stderr and BOB not in stderr
 
@@ -253,8 +254,12 @@ async def test_sigterm_lets_an_in_flight_call_finish(server, sim, tmp_path):
         async with streamable(server.url, ALICE) as session:
             outcome["result"] = await session.call_tool("complete", {"prompt": "slow one"})
 
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "late", "version": "1"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "late", "version": "1"}},
+    }
     headers = {"Authorization": f"Bearer {ALICE}", "Accept": "application/json, text/event-stream"}
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_call)
@@ -264,7 +269,7 @@ async def test_sigterm_lets_an_in_flight_call_finish(server, sim, tmp_path):
         async with httpx2.AsyncClient() as late:
             refused = await late.post(f"{server.url}/mcp", json=init, headers=headers)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-    code, stderr = server.stop()
+    code, _stderr = server.stop()
     assert not outcome["result"].is_error
     assert code == 0
     import sqlite3
