@@ -36,8 +36,19 @@ class _Strict(BaseModel):
 
 
 class StateConfig(_Strict):
-    backend: Literal["sqlite", "memory"] = "sqlite"
+    backend: Literal["sqlite", "memory", "redis"] = "sqlite"
     path: str | None = None
+    url: str | None = Field(None, description='redis: e.g. "redis://localhost:6379/0" (KEYGATE_REDIS_URL overrides)')
+    prefix: str = Field("keygate", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="redis: key prefix")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> StateConfig:
+        if self.backend == "redis" and not self.url and not os.environ.get("KEYGATE_REDIS_URL"):
+            raise ValueError('url is required for backend "redis" (e.g. url = "redis://localhost:6379/0")')
+        return self
+
+    def redis_url(self) -> str:
+        return os.environ.get("KEYGATE_REDIS_URL") or self.url or ""
 
 
 class ServerConfig(_Strict):

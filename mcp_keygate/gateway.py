@@ -18,7 +18,8 @@ import httpx2
 from .auth import LOCAL_OWNER
 from .config import Config, state_path
 from .conversations import load_history, new_conversation_id, request_messages, validate_conversation_id
-from .keys.pool import KeyPool, PoolPolicy
+from .keys.pool import KeyPool
+from .keys.rules import PoolPolicy
 from .messages import Message, Turn
 from .providers import CallParams, build_provider
 from .router import Notify, Router
@@ -58,10 +59,22 @@ class Keygate:
             name: PoolPolicy(p.strategy, p.cooldown_s, p.max_cooldown_s, p.quota_cooldown_s)
             for name, p in config.providers.items()
         }
-        self.pool = KeyPool(self.keys, policies, clock)
         self.providers = {name: build_provider(name, p) for name, p in config.providers.items()}
         self.state_file: Path | None = state_path(config, env) if config.state.backend == "sqlite" else None
-        self.store = store or open_store(config.state.backend, self.state_file)
+        if config.state.backend == "redis" and store is None:
+            from redis.asyncio import Redis
+
+            from .keys.redis_pool import RedisKeyPool
+
+            redis = Redis.from_url(config.state.redis_url())
+            lease_ttl = max((p.timeout_s for p in config.providers.values()), default=60.0) * 2 + 30
+            self.pool: KeyPool | RedisKeyPool = RedisKeyPool(
+                redis, config.state.prefix, self.keys, policies, clock, lease_ttl
+            )
+            self.store = open_store("redis", redis=redis, prefix=config.state.prefix)
+        else:
+            self.pool = KeyPool(self.keys, policies, clock)
+            self.store = store or open_store(config.state.backend, self.state_file)
         self._clock = clock
         self._transport = transport
         self._client: httpx2.AsyncClient | None = None
@@ -78,9 +91,7 @@ class Keygate:
 
     async def open(self) -> None:
         await self.store.open()
-        self.pool.load(await self.store.load_keys())
-        await self.store.save_keys(self.pool.records())  # so `status` lists every configured key
-        self.pool.take_dirty()
+        await self.pool.open(self.store)
         timeouts = [p.timeout_s for p in self.config.providers.values()] or [60.0]
         connects = [p.connect_timeout_s for p in self.config.providers.values()] or [10.0]
         self._client = httpx2.AsyncClient(
@@ -216,14 +227,17 @@ class Keygate:
             new.extend(Message(m.role, m.content) for m in messages)
         return new
 
-    def list_models(self) -> ModelsResult:
+    async def list_models(self) -> ModelsResult:
         now = self._clock()
         infos = []
         for name, model in self.config.models.items():
             upstream = self.config.upstream_model(name)
-            records = self.pool.records(model.provider)
+            records = await self.pool.records(model.provider)
             ready = sum(1 for r in records if r.hold_for(upstream, now) is None)
-            ready_in = self.router.ready_in([name]) if self.router else self.pool.ready_in(model.provider, upstream)
+            if self.router is not None:
+                ready_in = await self.router.ready_in([name])
+            else:
+                ready_in = await self.pool.ready_in(model.provider, upstream)
             infos.append(
                 ModelInfo(
                     name=name,
@@ -238,8 +252,8 @@ class Keygate:
             )
         return ModelsResult(models=infos, routes=self.config.route_names())
 
-    def key_status(self, provider: str | None = None) -> KeyStatusResult:
+    async def key_status(self, provider: str | None = None) -> KeyStatusResult:
         if provider is not None and provider not in self.config.providers:
             known = ", ".join(sorted(self.config.providers)) or "none configured"
             raise InvalidRequest(f"provider: unknown provider {provider!r}; known: {known}")
-        return KeyStatusResult(keys=key_rows(self.pool.records(provider), self._clock()))
+        return KeyStatusResult(keys=key_rows(await self.pool.records(provider), self._clock()))

@@ -90,7 +90,7 @@ def build_http_app(
         return Response(json.dumps(body), status_code=200 if store_ok else 503, media_type="application/json")
 
     async def metrics_endpoint(_: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
     routes += [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
 

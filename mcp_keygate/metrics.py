@@ -1,47 +1,21 @@
 """Prometheus metrics for the HTTP transports (prometheus-client, imported only when serving HTTP).
 
 The router reports each attempt and fallback here; key states are read from the pool at scrape
-time, so the gauge can never drift from what `key_status` says.
+time, so the gauge never drifts from what `key_status` says.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .keys.pool import KeyPool
 from .keys.state import KeyState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _COOLDOWN_OUTCOMES = {"rate_limited": "cooling", "quota_exhausted": "exhausted", "auth_failed": "disabled"}
-
-
-class _KeyStates(Collector):
-    def __init__(self, pool: KeyPool, clock: Callable[[], float]) -> None:
-        self.pool = pool
-        self.clock = clock
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "keygate_keys", "Keys per provider and state (any model).", labels=["provider", "state"]
-        )
-        now = self.clock()
-        for provider in self.pool.providers():
-            counts = dict.fromkeys((s.value for s in KeyState), 0)
-            for record in self.pool.records(provider):
-                if record.hold is not None and record.hold.active(now):
-                    counts[record.hold.state.value] += 1
-                elif any(h.active(now) for h in record.model_holds.values()):
-                    counts["cooling"] += 1
-                else:
-                    counts["ready"] += 1
-            for state, count in counts.items():
-                family.add_metric([provider, state], count)
-        yield family
 
 
 class Metrics:
@@ -80,7 +54,11 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
-        self.registry.register(_KeyStates(pool, clock))
+        self.keys = Gauge(
+            "keygate_keys", "Keys per provider and state (any model).", ["provider", "state"], registry=self.registry
+        )
+        self.pool = pool
+        self.clock = clock
 
     def on_attempt(self, provider: str, model: str, key_id: str, outcome: str, seconds: float) -> None:
         self.attempts.labels(provider, model, key_id, outcome).inc()
@@ -94,5 +72,18 @@ class Metrics:
     def on_call(self, caller: str, result: str) -> None:
         self.calls.labels(caller, result).inc()
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        """The exposition text, with key states read from the pool (the shared one on Redis) now."""
+        now = self.clock()
+        for provider in self.pool.providers():
+            counts = dict.fromkeys((s.value for s in KeyState), 0)
+            for record in await self.pool.records(provider):
+                if record.hold is not None and record.hold.active(now):
+                    counts[record.hold.state.value] += 1
+                elif any(h.active(now) for h in record.model_holds.values()):
+                    counts["cooling"] += 1
+                else:
+                    counts["ready"] += 1
+            for state, count in counts.items():
+                self.keys.labels(provider, state).set(count)
         return generate_latest(self.registry)

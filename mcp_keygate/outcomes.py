@@ -46,6 +46,17 @@ class Verdict:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """What a reply's rate-limit headers say is left on the key for this model (None: not said)."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
 # A rate-limit wait longer than this is a quota in disguise (Groq's per-day limits, Azure's
 # "retry after 86400 seconds"): park the key instead of cooling it.
 LONG_WAIT_S = 15 * 60

@@ -21,6 +21,7 @@ import httpx2
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
 from .keys.pool import KeyPool, Lease
+from .keys.rules import Fit
 from .messages import Completion, Message
 from .outcomes import Outcome, Verdict
 from .providers import CallParams, Provider, send_attempt
@@ -33,6 +34,9 @@ Notify = Callable[[str], Awaitable[None]]
 MODEL_BACKOFF_S = 10.0
 # A streamed answer reports progress about every this many characters (~100 tokens).
 PROGRESS_EVERY_CHARS = 400
+# How often a call waiting for a busy key looks again (doubling up to the maximum).
+BUSY_POLL_S = 0.005
+MAX_BUSY_POLL_S = 0.1
 # Pause between passes over the route when the last pass met upstream trouble.
 RETRY_PAUSE_S = 1.0
 _TRANSIENT = {o.value for o in Outcome if o.is_transient_upstream}
@@ -115,19 +119,28 @@ class Router:
         notify = notify or _silent
         attempts: list[AttemptRecord] = []
         deadline = self._clock() + max(0.0, max_wait_s)
+        poll = BUSY_POLL_S
         while True:
             first = len(attempts)
-            routed = await self._try_chain(chain, messages, params, attempts, notify)
-            if routed is not None:
-                return routed
+            result = await self._try_chain(chain, messages, params, attempts, notify, self._clock() < deadline)
+            if isinstance(result, Routed):
+                return result
+            if result is Fit.BUSY:
+                # A key is only busy (a probe or a headroom-limited request in flight): wait for it
+                # rather than falling back while the preferred model is fine.
+                await anyio.sleep(poll)
+                poll = min(poll * 2, MAX_BUSY_POLL_S)
+                continue
+            poll = BUSY_POLL_S
             outcomes = {a.outcome for a in attempts[first:]}
             if Outcome.CONTEXT_TOO_LONG.value in outcomes:
-                raise RouteFailed(self._failure_message(chain, attempts, None, too_long=True), attempts, None)
-            wait = self.ready_in(chain)
+                message = await self._failure_message(chain, attempts, None, too_long=True)
+                raise RouteFailed(message, attempts, None)
+            wait = await self.ready_in(chain)
             if wait is not None and outcomes & _TRANSIENT:
                 wait = max(wait, RETRY_PAUSE_S)  # never hammer a struggling upstream in a tight loop
             if wait is None or self._clock() + wait > deadline:
-                raise RouteFailed(self._failure_message(chain, attempts, wait), attempts, wait)
+                raise RouteFailed(await self._failure_message(chain, attempts, wait), attempts, wait)
             await notify(f"every key of {', '.join(chain)} is cooling; waiting {wait:.1f} s for the first")
             await anyio.sleep(max(wait, 0.01))
 
@@ -138,7 +151,9 @@ class Router:
         params: CallParams,
         attempts: list[AttemptRecord],
         notify: Notify,
-    ) -> Routed | None:
+        wait_on_busy: bool,
+    ) -> Routed | Fit | None:
+        """One pass over the chain: an answer, Fit.BUSY (worth a short wait), or None (nothing usable)."""
         too_long_for: int | None = None  # the window that just overflowed
         for position, name in enumerate(chain):
             model = self.config.models[name]
@@ -163,8 +178,10 @@ class Router:
             transient_failures = 0
             tried: set[str] = set()
             while True:
-                lease = self.pool.acquire(model.provider, upstream, exclude=tried)
-                if lease is None:
+                lease = await self.pool.acquire(model.provider, upstream, exclude=tried)
+                if lease is Fit.BUSY and wait_on_busy:
+                    return Fit.BUSY
+                if not isinstance(lease, Lease):
                     break
                 tried.add(lease.key.key_id)
                 started = time.perf_counter()
@@ -238,28 +255,30 @@ class Router:
         released = False
         try:
             attempt = await send_attempt(provider, self.client, lease.key, lease.model, messages, params, on_text)
-            self.pool.release(lease, attempt.verdict)
+            with anyio.CancelScope(shield=True):
+                await self.pool.release(lease, attempt.verdict, attempt.headroom)
             released = True
             return attempt.verdict, attempt.completion
         finally:
             if not released:
-                self.pool.cancel(lease)
+                with anyio.CancelScope(shield=True):
+                    await self.pool.cancel(lease)
 
-    def ready_in(self, chain: list[str]) -> float | None:
+    async def ready_in(self, chain: list[str]) -> float | None:
         """Seconds until any model of the chain has a usable key (0: now); None: never without a fix."""
         now = self._clock()
         best: float | None = None
         for name in chain:
             model = self.config.models[name]
             upstream = self.config.upstream_model(name)
-            wait = self.pool.ready_in(model.provider, upstream)
+            wait = await self.pool.ready_in(model.provider, upstream)
             if wait is None:
                 continue
             wait = max(wait, self._model_backoff.get((model.provider, upstream), 0.0) - now)
             best = wait if best is None else min(best, wait)
         return best
 
-    def _failure_message(
+    async def _failure_message(
         self, chain: list[str], attempts: list[AttemptRecord], wait: float | None, too_long: bool = False
     ) -> str:
         lines = [f"No model of [{', '.join(chain)}] could answer."]
@@ -274,7 +293,7 @@ class Router:
                 retry = f", retry after {a.retry_after_s:g} s" if a.retry_after_s else ""
                 lines.append(f"  - {a.model} with key {a.key_id}: {a.outcome}{retry} — {a.reason}")
         for name in chain:
-            lines.append(f"  {name}: {self._model_summary(name)}")
+            lines.append(f"  {name}: {await self._model_summary(name)}")
         if too_long:
             pass
         elif wait is None:
@@ -288,7 +307,7 @@ class Router:
             )
         return "\n".join(lines)
 
-    def _model_summary(self, name: str) -> str:
+    async def _model_summary(self, name: str) -> str:
         model = self.config.models[name]
         upstream = self.config.upstream_model(name)
         keys = self.pool.keys_of(model.provider)
@@ -296,7 +315,7 @@ class Router:
             return f"provider {model.provider} has no keys configured"
         now = self._clock()
         counts: dict[str, int] = {}
-        for record in self.pool.records(model.provider):
+        for record in await self.pool.records(model.provider):
             held = record.hold_for(upstream, now)
             state = held.state.value if held else "ready"
             counts[state] = counts.get(state, 0) + 1

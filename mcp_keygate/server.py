@@ -116,7 +116,7 @@ def build_server(
     @server.tool()
     async def list_models() -> ModelsResult:
         """Models and routes, with how many keys are ready and when the next one will be."""
-        return gateway.list_models()
+        return await gateway.list_models()
 
     @server.tool()
     async def key_status(
@@ -124,7 +124,7 @@ def build_server(
     ) -> KeyStatusResult:
         """Every key's state (ready, cooling, exhausted, disabled), why, and for how long."""
         try:
-            return gateway.key_status(provider)
+            return await gateway.key_status(provider)
         except InvalidRequest as exc:
             raise tool_error(exc) from None
 

@@ -111,3 +111,6 @@ def server_params(config_path: Path, env: dict[str, str] | None = None, log_leve
         env=full_env,
         cwd=str(REPO),
     )
+
+
+from .redis_support import redis_url  # noqa: E402,F401 - the session's redis-server fixture

@@ -1,11 +1,16 @@
-"""Key pool transitions with a fake clock: cooldowns, quota parking, disabling, half-open probes, strategies."""
+"""Key pool rules with a fake clock: cooldowns, quota parking, disabling, half-open probes, strategies,
+and headroom steering. Every test runs against the in-process pool and the Redis pool alike."""
 
 from __future__ import annotations
 
 import pytest
 
-from mcp_keygate.keys import ApiKey, KeyPool, KeyState, PoolPolicy
-from mcp_keygate.outcomes import Outcome, Verdict
+from mcp_keygate.keys import ApiKey, Fit, KeyPool, KeyState, Lease, PoolPolicy
+from mcp_keygate.outcomes import Headroom, Outcome, Verdict
+
+from .redis_support import redis_pool_factory
+
+pytestmark = pytest.mark.anyio
 
 
 class FakeClock:
@@ -19,168 +24,208 @@ class FakeClock:
         self.now += seconds
 
 
-def make_pool(n: int = 3, strategy: str = "balanced", **policy) -> tuple[KeyPool, list[ApiKey], FakeClock]:
-    keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(n)]
-    clock = FakeClock()
-    pool = KeyPool({"p": keys}, {"p": PoolPolicy(strategy=strategy, **policy)}, clock)
-    return pool, keys, clock
+@pytest.fixture(params=["local", "redis"])
+def make_pool(request):
+    """make_pool(n, strategy, **policy) -> (pool, keys, clock) for the pool under test."""
+    redis_factory = redis_pool_factory(request) if request.param == "redis" else None
+    opened = []
+
+    async def build(n: int = 3, strategy: str = "balanced", **policy):
+        keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(n)]
+        clock = FakeClock()
+        policies = {"p": PoolPolicy(strategy=strategy, **policy)}
+        if redis_factory is None:
+            pool = KeyPool({"p": keys}, policies, clock)
+        else:
+            pool = await redis_factory({"p": keys}, policies, clock)
+            opened.append(pool)
+        return pool, keys, clock
+
+    yield build
 
 
 OK = Verdict(Outcome.OK, 200)
 
 
-def state_of(pool: KeyPool, key: ApiKey, model: str = "m") -> KeyState:
-    record = next(r for r in pool.records() if r.key_id == key.key_id)
+async def lease(pool, model: str = "m", exclude=()) -> Lease:
+    got = await pool.acquire("p", model, exclude)
+    assert isinstance(got, Lease), got
+    return got
+
+
+async def state_of(pool, key: ApiKey, model: str = "m") -> KeyState:
+    record = next(r for r in await pool.records() if r.key_id == key.key_id)
     hold = record.hold_for(model, pool.now())
     return hold.state if hold else KeyState.READY
 
 
-def test_rate_limit_cools_only_that_model_for_the_server_wait():
-    pool, _keys, clock = make_pool(1)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.RATE_LIMITED, 429, 30.0, "429"))
-    assert pool.acquire("p", "m") is None
-    assert pool.ready_in("p", "m") == pytest.approx(30.0)
-    other = pool.acquire("p", "other-model")
-    assert other is not None  # a per-minute limit for one model says nothing about another
-    pool.release(other, OK)
+async def test_rate_limit_cools_only_that_model_for_the_server_wait(make_pool):
+    pool, keys, clock = await make_pool(1)
+    await pool.release(await lease(pool), Verdict(Outcome.RATE_LIMITED, 429, 30.0, "429"))
+    assert await pool.acquire("p", "m") is Fit.HELD
+    assert await pool.ready_in("p", "m") == pytest.approx(30.0)
+    other = await lease(pool, "other-model")  # a per-minute limit for one model says nothing about another
+    await pool.release(other, OK)
     clock.advance(30.1)
-    assert pool.acquire("p", "m") is not None
+    assert isinstance(await pool.acquire("p", "m"), Lease)
 
 
-def test_default_cooldown_and_cap():
-    pool, _keys, clock = make_pool(2, cooldown_s=12, max_cooldown_s=100)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.RATE_LIMITED, 429, None))
-    assert pool.ready_in("p", "m") == 0  # the other key is fine
-    lease2 = pool.acquire("p", "m")
-    pool.release(lease2, Verdict(Outcome.RATE_LIMITED, 429, 500.0))
-    records = {r.key_id: r for r in pool.records()}
-    assert records[lease.key.key_id].model_holds["m"].until - clock.now == pytest.approx(12)
-    assert records[lease2.key.key_id].model_holds["m"].until - clock.now == pytest.approx(100)
+async def test_default_cooldown_and_cap(make_pool):
+    pool, keys, clock = await make_pool(2, cooldown_s=12, max_cooldown_s=100)
+    first = await lease(pool)
+    await pool.release(first, Verdict(Outcome.RATE_LIMITED, 429, None))
+    assert await pool.ready_in("p", "m") == 0  # the other key is fine
+    second = await lease(pool)
+    await pool.release(second, Verdict(Outcome.RATE_LIMITED, 429, 500.0))
+    records = {r.key_id: r for r in await pool.records()}
+    assert records[first.key.key_id].model_holds["m"].until - clock.now == pytest.approx(12)
+    assert records[second.key.key_id].model_holds["m"].until - clock.now == pytest.approx(100)
 
 
-def test_quota_parks_the_whole_key():
-    pool, keys, clock = make_pool(1, quota_cooldown_s=7200)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.QUOTA_EXHAUSTED, 429))
-    assert state_of(pool, keys[0], "m") is KeyState.EXHAUSTED
-    assert pool.acquire("p", "another") is None
-    assert pool.ready_in("p", "m") == pytest.approx(7200)
+async def test_quota_parks_the_whole_key(make_pool):
+    pool, keys, clock = await make_pool(1, quota_cooldown_s=7200)
+    await pool.release(await lease(pool), Verdict(Outcome.QUOTA_EXHAUSTED, 429))
+    assert await state_of(pool, keys[0]) is KeyState.EXHAUSTED
+    assert await pool.acquire("p", "another") is Fit.HELD
+    assert await pool.ready_in("p", "m") == pytest.approx(7200)
     clock.advance(7201)
-    assert pool.acquire("p", "m") is not None
+    assert isinstance(await pool.acquire("p", "m"), Lease)
 
 
-def test_long_rate_limit_wait_is_treated_as_exhaustion():
-    pool, keys, _ = make_pool(1)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.RATE_LIMITED, 429, 86400.0))
-    assert state_of(pool, keys[0]) is KeyState.EXHAUSTED
+async def test_long_rate_limit_wait_is_treated_as_exhaustion(make_pool):
+    pool, keys, _ = await make_pool(1)
+    await pool.release(await lease(pool), Verdict(Outcome.RATE_LIMITED, 429, 86400.0))
+    assert await state_of(pool, keys[0]) is KeyState.EXHAUSTED
 
 
-def test_auth_failure_disables_until_reset():
-    pool, keys, clock = make_pool(1)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.AUTH_FAILED, 401))
+async def test_auth_failure_disables_until_reset(make_pool):
+    pool, keys, clock = await make_pool(1)
+    await pool.release(await lease(pool), Verdict(Outcome.AUTH_FAILED, 401))
     clock.advance(10**7)
-    assert pool.acquire("p", "m") is None
-    assert pool.ready_in("p", "m") is None
-    assert pool.reset(keys[0].key_id)
-    assert pool.acquire("p", "m") is not None
+    assert await pool.acquire("p", "m") is Fit.HELD
+    assert await pool.ready_in("p", "m") is None
+    assert await pool.reset(keys[0].key_id)
+    assert isinstance(await pool.acquire("p", "m"), Lease)
 
 
 @pytest.mark.parametrize("outcome", [Outcome.OVERLOADED, Outcome.UPSTREAM_ERROR, Outcome.TIMEOUT, Outcome.BAD_REQUEST])
-def test_failures_not_about_the_key_leave_it_ready(outcome):
-    pool, keys, _ = make_pool(1)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(outcome, 503))
-    assert state_of(pool, keys[0]) is KeyState.READY
-    record = pool.records()[0]
+async def test_failures_not_about_the_key_leave_it_ready(make_pool, outcome):
+    pool, keys, _ = await make_pool(1)
+    await pool.release(await lease(pool), Verdict(outcome, 503))
+    assert await state_of(pool, keys[0]) is KeyState.READY
+    (record,) = await pool.records()
     assert record.failures == 1 and record.requests == 1
 
 
-def test_exactly_one_probe_after_a_cooldown_and_growing_cooldown_on_failure():
-    pool, _keys, clock = make_pool(1, cooldown_s=10)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.RATE_LIMITED, 429, None))
+async def test_exactly_one_probe_after_a_cooldown_and_growing_cooldown_on_failure(make_pool):
+    pool, keys, clock = await make_pool(1, cooldown_s=10)
+    await pool.release(await lease(pool), Verdict(Outcome.RATE_LIMITED, 429, None))
     clock.advance(11)
-    probe = pool.acquire("p", "m")
-    assert probe is not None and probe.probe
-    assert pool.acquire("p", "m") is None  # a second caller waits for the probe's answer
-    pool.release(probe, Verdict(Outcome.RATE_LIMITED, 429, None))
-    hold = pool.records()[0].model_holds["m"]
+    probe = await lease(pool)
+    assert probe.probe
+    assert await pool.acquire("p", "m") is Fit.BUSY  # a second caller waits for the probe's answer
+    await pool.release(probe, Verdict(Outcome.RATE_LIMITED, 429, None))
+    hold = (await pool.records())[0].model_holds["m"]
     assert hold.strikes == 2 and hold.until - clock.now == pytest.approx(20)
     clock.advance(21)
-    probe = pool.acquire("p", "m")
-    pool.release(probe, OK)
-    assert pool.records()[0].model_holds == {}
-    first, second = pool.acquire("p", "m"), pool.acquire("p", "m")
-    assert first is not None and second is not None and not first.probe
+    probe = await lease(pool)
+    await pool.release(probe, OK)
+    assert (await pool.records())[0].model_holds == {}
 
 
-def test_balanced_spreads_concurrent_leases():
-    pool, _keys, _ = make_pool(3)
-    leases = [pool.acquire("p", "m") for _ in range(3)]
-    assert len({lease.key.key_id for lease in leases}) == 3
-    fourth = pool.acquire("p", "m")
-    assert fourth is not None
+async def test_unknown_headroom_allows_one_request_until_the_first_answer(make_pool):
+    pool, keys, _ = await make_pool(1)
+    first = await lease(pool)
+    assert await pool.acquire("p", "m") is Fit.BUSY
+    await pool.release(first, OK, None)  # no rate-limit headers: nothing to learn, no throttle
+    a, b, c = await lease(pool), await lease(pool), await lease(pool)
+    assert not any(x.probe for x in (a, b, c))
 
 
-def test_balanced_prefers_least_recently_used():
-    pool, _keys, clock = make_pool(3)
+async def test_headroom_limits_requests_in_flight_and_cools_at_zero(make_pool):
+    pool, keys, clock = await make_pool(1)
+    first = await lease(pool)
+    await pool.release(first, OK, Headroom(limit_requests=10, remaining_requests=3, reset_requests_s=40))
+    leases = [await lease(pool) for _ in range(3)]
+    assert await pool.acquire("p", "m") is Fit.BUSY  # three left, three in flight
+    await pool.release(leases[0], OK, Headroom(limit_requests=10, remaining_requests=1, reset_requests_s=39))
+    await pool.release(leases[1], OK, Headroom(limit_requests=10, remaining_requests=2, reset_requests_s=39))  # late
+    assert await pool.acquire("p", "m") is Fit.BUSY  # one left (the lower report wins), one in flight
+    await pool.release(leases[2], OK, Headroom(limit_requests=10, remaining_requests=0, reset_requests_s=38))
+    assert await state_of(pool, keys[0]) is KeyState.COOLING  # told "0 left": steer away before any 429
+    assert await pool.ready_in("p", "m") == pytest.approx(40, abs=0.01)
+    clock.advance(41)
+    assert (await lease(pool)).probe  # the window has reset: one probe, then the full limit again
+
+
+async def test_balanced_spreads_concurrent_leases(make_pool):
+    pool, keys, _ = await make_pool(3)
+    for key_lease in [await lease(pool) for _ in range(3)]:
+        await pool.release(key_lease, OK, Headroom(limit_requests=100, remaining_requests=90, reset_requests_s=60))
+    leases = [await lease(pool) for _ in range(6)]
+    assert sorted(x.key.index for x in leases) == [0, 0, 1, 1, 2, 2]
+
+
+async def test_balanced_prefers_least_recently_used(make_pool):
+    pool, keys, clock = await make_pool(3)
     used = []
     for _ in range(6):
-        lease = pool.acquire("p", "m")
-        used.append(lease.key.index)
-        pool.release(lease, OK)
+        got = await lease(pool)
+        used.append(got.key.index)
+        await pool.release(got, OK)
         clock.advance(1)
     assert used == [0, 1, 2, 0, 1, 2]
 
 
-def test_priority_uses_first_key_until_unusable():
-    pool, _keys, _ = make_pool(3, strategy="priority")
+async def test_priority_uses_first_key_until_unusable(make_pool):
+    pool, keys, _ = await make_pool(3, strategy="priority")
     for _ in range(3):
-        lease = pool.acquire("p", "m")
-        assert lease.key.index == 0
-        pool.release(lease, OK)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.QUOTA_EXHAUSTED, 429))
-    assert pool.acquire("p", "m").key.index == 1
+        got = await lease(pool)
+        assert got.key.index == 0
+        await pool.release(got, OK)
+    await pool.release(await lease(pool), Verdict(Outcome.QUOTA_EXHAUSTED, 429))
+    assert (await lease(pool)).key.index == 1
 
 
-def test_round_robin_rotates_and_skips_unusable():
-    pool, _keys, _ = make_pool(3, strategy="round_robin")
+async def test_round_robin_rotates_and_skips_unusable(make_pool):
+    pool, keys, _ = await make_pool(3, strategy="round_robin")
     order = []
     for _ in range(4):
-        lease = pool.acquire("p", "m")
-        order.append(lease.key.index)
-        pool.release(lease, OK)
+        got = await lease(pool)
+        order.append(got.key.index)
+        await pool.release(got, OK)
     assert order == [0, 1, 2, 0]
-    lease = pool.acquire("p", "m")  # key 1
-    pool.release(lease, Verdict(Outcome.AUTH_FAILED, 401))
-    order = [pool.acquire("p", "m").key.index for _ in range(3)]
+    await pool.release(await lease(pool), Verdict(Outcome.AUTH_FAILED, 401))  # key 1
+    order = []
+    for _ in range(3):
+        got = await lease(pool)
+        order.append(got.key.index)
+        await pool.release(got, OK)
     assert 1 not in order
 
 
-def test_state_survives_a_round_trip_through_records():
-    pool, keys, clock = make_pool(2)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.RATE_LIMITED, 429, 30.0, "slow down"))
+async def test_state_survives_a_round_trip_through_records():
+    keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(2)]
+    clock = FakeClock()
+    pool = KeyPool({"p": keys}, {}, clock)
+    got = await lease(pool)
+    await pool.release(got, Verdict(Outcome.RATE_LIMITED, 429, 30.0, "slow down"))
     saved = [type(r).from_dict(r.to_dict()) for r in pool.take_dirty()]
     fresh = KeyPool({"p": keys}, {}, clock)
     fresh.load(saved)
-    other = next(k for k in keys if k.key_id != lease.key.key_id)
-    assert fresh.acquire("p", "m", exclude=[other.key_id]) is None
-    assert fresh.acquire("p", "m").key.key_id == other.key_id
+    other = next(k for k in keys if k.key_id != got.key.key_id)
+    assert await fresh.acquire("p", "m", exclude=[other.key_id]) is Fit.HELD
+    assert (await lease(fresh)).key.key_id == other.key_id
 
 
-def test_records_of_removed_keys_are_ignored():
-    pool, _keys, clock = make_pool(1)
-    lease = pool.acquire("p", "m")
-    pool.release(lease, Verdict(Outcome.AUTH_FAILED, 401))
+async def test_records_of_removed_keys_are_ignored():
+    keys = [ApiKey.create("p", "secret-key-number-0000", 0)]
+    clock = FakeClock()
+    pool = KeyPool({"p": keys}, {}, clock)
+    await pool.release(await lease(pool), Verdict(Outcome.AUTH_FAILED, 401))
     saved = pool.take_dirty()
     other = [ApiKey.create("p", "a-completely-new-secret", 0)]
     fresh = KeyPool({"p": other}, {}, clock)
     fresh.load(saved)
-    assert [r.key_id for r in fresh.records()] == [other[0].key_id]
-    assert fresh.acquire("p", "m") is not None
+    assert [r.key_id for r in await fresh.records()] == [other[0].key_id]
+    assert isinstance(await fresh.acquire("p", "m"), Lease)

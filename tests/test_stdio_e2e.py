@@ -42,10 +42,19 @@ async def test_rotation_status_and_no_calls_on_unusable_keys(sim, tmp_path, mode
     config = write_config(tmp_path, sim)
     async with Client(server_params(config, ENV), mode=mode) as client:
         assert client.protocol_version == ("2026-07-28" if mode == "auto" else "2025-11-25")
-        result = await client.call_tool("complete", {"prompt": "hello"})
+        progress: list[str] = []
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            progress.append(message or "")
+
+        result = await client.call_tool("complete", {"prompt": "hello"}, progress_callback=on_progress)
         assert not result.is_error, result.content
         data = result.structured_content
         assert [a["outcome"] for a in data["attempts"]] == ["rate_limited", "quota_exhausted", "ok"]
+        assert progress[:2] == [
+            f"{data['attempts'][0]['key_id']} rate-limited for 30 s, trying next key",
+            f"{data['attempts'][1]['key_id']} out of quota, trying next key",
+        ]
         assert data["model"] == "mini" and data["provider"] == "primary"
 
         status = await client.call_tool("key_status", {"provider": "primary"})
@@ -94,8 +103,9 @@ async def test_fallback_to_another_provider_with_full_history_and_progress(sim, 
     assert last["key"] == fp(BACKUP)
     assert [m["role"] for m in last["messages"]] == ["system", "user", "assistant", "user"]
     assert last["messages"][2]["content"] == first.structured_content["text"]
-    assert any("rate-limited" in p and "trying next key" in p for p in progress)
-    assert any("falling back to big" in p for p in progress)
+    # GOOD's headers said "0 left" after turn 1: it is avoided before it can answer 429.
+    assert [a["outcome"] for a in data["attempts"]] == ["ok"]
+    assert progress == ["no usable key for mini; falling back to big"]
 
 
 async def test_state_and_conversation_survive_a_restart(sim, tmp_path):

@@ -39,6 +39,29 @@ class Hold:
 
 
 @dataclass(slots=True)
+class Window:
+    """What the provider's rate-limit headers last said about (key, model)."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None
+    silent: bool = False  # the provider sends no such headers: nothing to learn, nothing to throttle
+
+    def remaining_at(self, now: float) -> int | None:
+        """Requests left now: the last report, or the full limit once the window has reset."""
+        if self.reset_at is not None and now >= self.reset_at:
+            return self.limit
+        return self.remaining
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        return cls(**data)
+
+
+@dataclass(slots=True)
 class KeyRecord:
     """Everything remembered about one key. Holds the id and mask, never the secret."""
 
@@ -47,6 +70,7 @@ class KeyRecord:
     mask: str
     hold: Hold | None = None  # key-wide: quota, auth, or a whole-key rate limit
     model_holds: dict[str, Hold] = field(default_factory=dict)  # rate limits are per (key, model)
+    windows: dict[str, Window] = field(default_factory=dict)  # headroom per model, from headers
     requests: int = 0
     failures: int = 0
     last_status: int | None = None
@@ -73,6 +97,7 @@ class KeyRecord:
             "mask": self.mask,
             "hold": self.hold.to_dict() if self.hold else None,
             "model_holds": {m: h.to_dict() for m, h in self.model_holds.items()},
+            "windows": {m: w.to_dict() for m, w in self.windows.items()},
             "requests": self.requests,
             "failures": self.failures,
             "last_status": self.last_status,
@@ -87,6 +112,7 @@ class KeyRecord:
             mask=data["mask"],
             hold=Hold.from_dict(data["hold"]) if data.get("hold") else None,
             model_holds={m: Hold.from_dict(h) for m, h in (data.get("model_holds") or {}).items()},
+            windows={m: Window.from_dict(w) for m, w in (data.get("windows") or {}).items()},
             requests=data.get("requests", 0),
             failures=data.get("failures", 0),
             last_status=data.get("last_status"),

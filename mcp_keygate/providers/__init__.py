@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..config import ProviderConfig
+from ..outcomes import Headroom
 from .anthropic import AnthropicProvider
-from .base import Attempt, CallParams, Headroom, MalformedResponse, Provider, send_attempt
+from .base import Attempt, CallParams, MalformedResponse, Provider, send_attempt
 from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 

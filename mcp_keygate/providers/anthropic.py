@@ -74,13 +74,17 @@ class AnthropicProvider:
         return classify_anthropic_error(status, headers, body)
 
     def headroom(self, headers: Mapping[str, str]) -> Headroom | None:
-        requests = headers.get("anthropic-ratelimit-requests-remaining")
-        tokens = headers.get("anthropic-ratelimit-tokens-remaining")
-        if requests is None and tokens is None:
+        remaining = header_int(headers.get("anthropic-ratelimit-requests-remaining"))
+        tokens = header_int(headers.get("anthropic-ratelimit-tokens-remaining"))
+        if remaining is None and tokens is None:
             return None
-        resets = [_seconds_until(headers.get(f"anthropic-ratelimit-{k}-reset")) for k in ("requests", "tokens")]
-        known = [r for r in resets if r is not None]
-        return Headroom(header_int(requests), header_int(tokens), max(known) if known else None)
+        return Headroom(
+            limit_requests=header_int(headers.get("anthropic-ratelimit-requests-limit")),
+            remaining_requests=remaining,
+            reset_requests_s=_seconds_until(headers.get("anthropic-ratelimit-requests-reset")),
+            remaining_tokens=tokens,
+            reset_tokens_s=_seconds_until(headers.get("anthropic-ratelimit-tokens-reset")),
+        )
 
 
 def _usage(usage: Mapping[str, Any]) -> Usage:

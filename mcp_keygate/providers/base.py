@@ -20,7 +20,7 @@ import httpx2
 
 from ..keys.secret import ApiKey, scrub
 from ..messages import Completion, Message
-from ..outcomes import Outcome, Verdict
+from ..outcomes import Headroom, Outcome, Verdict
 
 OnText = Callable[[str], Awaitable[None]]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -31,15 +31,6 @@ class CallParams:
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Headroom:
-    """What a response's rate-limit headers say is left on the key for this model."""
-
-    remaining_requests: int | None = None
-    remaining_tokens: int | None = None
-    reset_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

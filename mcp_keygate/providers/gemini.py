@@ -11,8 +11,8 @@ import httpx2
 
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
-from ..outcomes import Outcome, Verdict, parse_go_duration, parse_wait_phrase, retry_after_from
-from .base import CallParams, Headroom, MalformedResponse, StreamFailed, short_reason, sse_json
+from ..outcomes import Headroom, Outcome, Verdict, parse_go_duration, parse_wait_phrase, retry_after_from
+from .base import CallParams, MalformedResponse, StreamFailed, short_reason, sse_json
 from .turns import alternating, split_system
 
 FINISH_REASONS = {

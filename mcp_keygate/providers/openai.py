@@ -177,14 +177,18 @@ class OpenAIStream:
 
 
 def openai_headroom(headers: Mapping[str, str]) -> Headroom | None:
-    """`x-ratelimit-remaining-*` and `-reset-*` (OpenAI, Azure, Groq — whose requests are per day)."""
-    requests = headers.get("x-ratelimit-remaining-requests")
-    tokens = headers.get("x-ratelimit-remaining-tokens")
-    if requests is None and tokens is None:
+    """`x-ratelimit-{limit,remaining,reset}-*` (OpenAI, Azure, Groq — whose requests are per day)."""
+    remaining = header_int(headers.get("x-ratelimit-remaining-requests"))
+    tokens = header_int(headers.get("x-ratelimit-remaining-tokens"))
+    if remaining is None and tokens is None:
         return None
-    resets = [parse_go_duration(headers.get(f"x-ratelimit-reset-{k}") or "") for k in ("requests", "tokens")]
-    known = [r for r in resets if r is not None]
-    return Headroom(header_int(requests), header_int(tokens), max(known) if known else None)
+    return Headroom(
+        limit_requests=header_int(headers.get("x-ratelimit-limit-requests")),
+        remaining_requests=remaining,
+        reset_requests_s=parse_go_duration(headers.get("x-ratelimit-reset-requests") or ""),
+        remaining_tokens=tokens,
+        reset_tokens_s=parse_go_duration(headers.get("x-ratelimit-reset-tokens") or ""),
+    )
 
 
 def classify_openai_error(status: int, headers: Mapping[str, str], body: Any) -> Verdict:

@@ -9,15 +9,19 @@ from .memory import MemoryStore
 from .sqlite import SQLiteStore, StoreError
 
 
-def open_store(backend: str, path: str | Path | None = None) -> Store:
+def open_store(backend: str, path: str | Path | None = None, redis=None, prefix: str = "keygate") -> Store:
     """The store named in `[state] backend` (not yet opened)."""
+    if backend == "redis":
+        from .redis import RedisStore
+
+        return RedisStore(redis, prefix)
     if backend == "memory":
         return MemoryStore()
     if backend == "sqlite":
         if path is None:
             raise StoreError("the sqlite store needs a path")
         return SQLiteStore(path)
-    raise StoreError(f"unknown state backend {backend!r} (expected 'sqlite' or 'memory')")
+    raise StoreError(f"unknown state backend {backend!r} (expected 'sqlite', 'memory' or 'redis')")
 
 
 __all__ = [

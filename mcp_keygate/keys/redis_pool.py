@@ -1,0 +1,216 @@
+"""The key pool shared by several instances through Redis.
+
+Every instance sees a change at once: there is no local copy of key state. A lease and a state
+transition are each one optimistic transaction (WATCH the records and the lease set, decide with
+the same rules as the in-process pool, MULTI/EXEC; retry if another instance got there first), so
+two instances never hand out the last request of a window twice. Leases carry an expiry, so a
+crashed instance cannot keep a key busy for ever.
+
+Layout (prefix P): `P:key:<key_id>` a key's record (JSON), `P:keys` the set of key ids,
+`P:leases:<provider>` live leases (sorted set, score = expiry), `P:cursor:<provider>` round-robin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from ..outcomes import Headroom, Verdict
+from .pool import Lease, Pick
+from .rules import Candidate, Fit, PoolPolicy, apply_verdict, choose, fit_for, reset_record, wait_for
+from .secret import ApiKey
+from .state import KeyRecord
+
+MAX_TRIES = 200
+
+
+class PoolContention(Exception):
+    """Redis kept changing under us for too long (pathological contention)."""
+
+
+class RedisKeyPool:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        keys: dict[str, list[ApiKey]],
+        policies: dict[str, PoolPolicy] | None = None,
+        clock: Callable[[], float] = time.time,
+        lease_ttl_s: float = 300.0,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._keys = keys
+        self._by_id = {k.key_id: k for ks in keys.values() for k in ks}
+        self._policies = policies or {}
+        self._clock = clock
+        self.lease_ttl_s = lease_ttl_s
+
+    # -- names ------------------------------------------------------------------------------
+
+    def _record_key(self, key_id: str) -> str:
+        return f"{self.prefix}:key:{key_id}"
+
+    def _leases_key(self, provider: str) -> str:
+        return f"{self.prefix}:leases:{provider}"
+
+    def _fresh(self, key: ApiKey) -> KeyRecord:
+        return KeyRecord(key.key_id, key.provider, key.mask)
+
+    def _parse(self, key: ApiKey, raw: Any) -> KeyRecord:
+        if not raw:
+            return self._fresh(key)
+        record = KeyRecord.from_dict(json.loads(raw))
+        record.mask = key.mask
+        return record
+
+    # -- state in and out -------------------------------------------------------------------
+
+    async def open(self, store: Any = None) -> None:
+        """Make every configured key visible (to `status` and the other instances)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for key in self._by_id.values():
+            pipe.set(self._record_key(key.key_id), json.dumps(self._fresh(key).to_dict()), nx=True)
+            pipe.sadd(f"{self.prefix}:keys", key.key_id)
+        await pipe.execute()
+
+    async def records(self, provider: str | None = None) -> list[KeyRecord]:
+        keys = [k for name, ks in self._keys.items() if provider is None or name == provider for k in ks]
+        if not keys:
+            return []
+        raws = await self.redis.mget([self._record_key(k.key_id) for k in keys])
+        return [self._parse(k, raw) for k, raw in zip(keys, raws, strict=True)]
+
+    def snapshot(self, provider: str | None = None) -> list[KeyRecord]:
+        return []  # nothing is held locally
+
+    def take_dirty(self) -> list[KeyRecord]:
+        return []  # every change is already in Redis
+
+    def load(self, records: Iterable[KeyRecord]) -> None:
+        return None
+
+    def providers(self) -> list[str]:
+        return list(self._keys)
+
+    def keys_of(self, provider: str) -> list[ApiKey]:
+        return self._keys.get(provider, [])
+
+    def now(self) -> float:
+        return self._clock()
+
+    def policy(self, provider: str) -> PoolPolicy:
+        return self._policies.get(provider) or PoolPolicy()
+
+    # -- choosing ---------------------------------------------------------------------------
+
+    async def acquire(self, provider: str, model: str, exclude: Iterable[str] = ()) -> Pick:
+        keys = self._keys.get(provider) or []
+        if not keys:
+            return Fit.HELD
+        skip = set(exclude)
+        leases_key = self._leases_key(provider)
+        record_keys = [self._record_key(k.key_id) for k in keys]
+        cursor_key = f"{self.prefix}:cursor:{provider}"
+        for _ in range(MAX_TRIES):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(leases_key, *record_keys)
+                    now = self._clock()
+                    raws = await pipe.mget(record_keys)
+                    live = await pipe.zrangebyscore(leases_key, now, math.inf)
+                    cursor = int(await pipe.get(cursor_key) or 0)
+                    in_flight, probing = _count(live, model)
+                    candidates = []
+                    for key, raw in zip(keys, raws, strict=True):
+                        if key.key_id in skip:
+                            continue
+                        record = self._parse(key, raw)
+                        count = in_flight.get(key.key_id, 0)
+                        fit = fit_for(record, model, now, count, key.key_id in probing)
+                        candidates.append(Candidate(key.key_id, key.index, count, record.last_used or 0.0, fit))
+                    chosen = choose(self.policy(provider).strategy, candidates, cursor, len(keys))
+                    if chosen is None:
+                        await pipe.reset()
+                        return Fit.BUSY if any(c.fit is Fit.BUSY for c in candidates) else Fit.HELD
+                    probe = chosen.fit is Fit.PROBE
+                    ticket = f"{chosen.key_id}|{model}|{int(probe)}|{uuid.uuid4().hex}"
+                    pipe.multi()
+                    pipe.zremrangebyscore(leases_key, -math.inf, now)  # leases of crashed instances
+                    pipe.zadd(leases_key, {ticket: now + self.lease_ttl_s})
+                    pipe.set(cursor_key, (chosen.index + 1) % len(keys))
+                    await pipe.execute()
+                    return Lease(keys[chosen.index], model, probe, ticket)
+                except WatchError:
+                    await anyio.sleep(random.uniform(0, 0.002))
+        raise PoolContention(f"could not lease a key of {provider} after {MAX_TRIES} tries")
+
+    async def ready_in(self, provider: str, model: str) -> float | None:
+        now = self._clock()
+        waits = [wait_for(r, model, now) for r in await self.records(provider)]
+        best = min(waits, default=math.inf)
+        return None if best == math.inf else best
+
+    # -- learning ---------------------------------------------------------------------------
+
+    async def release(self, lease: Lease, verdict: Verdict, headroom: Headroom | None = None) -> None:
+        policy = self.policy(lease.key.provider)
+
+        def change(record: KeyRecord, now: float) -> None:
+            apply_verdict(record, lease.model, verdict, headroom, policy, now, lease.probe)
+
+        await self._update(lease.key, change, lease)
+
+    async def cancel(self, lease: Lease) -> None:
+        await self.redis.zrem(self._leases_key(lease.key.provider), lease.ticket)
+
+    async def reset(self, key_id: str) -> bool:
+        key = self._by_id.get(key_id)
+        if key is None:
+            return False
+        await self._update(key, lambda record, now: reset_record(record), None)
+        return True
+
+    async def _update(self, key: ApiKey, change: Callable[[KeyRecord, float], None], lease: Lease | None) -> None:
+        """Read-modify-write one record atomically (and end the lease in the same transaction)."""
+        record_key = self._record_key(key.key_id)
+        for _ in range(MAX_TRIES):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(record_key)
+                    record = self._parse(key, await pipe.get(record_key))
+                    change(record, self._clock())
+                    pipe.multi()
+                    pipe.set(record_key, json.dumps(record.to_dict()))
+                    if lease is not None:
+                        pipe.zrem(self._leases_key(key.provider), lease.ticket)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    await anyio.sleep(random.uniform(0, 0.002))
+        raise PoolContention(f"could not update {key.key_id} after {MAX_TRIES} tries")
+
+
+def _count(live: list[bytes | str], model: str) -> tuple[dict[str, int], set[str]]:
+    """Requests in flight per key for `model`, and the keys being probed, from the live leases."""
+    in_flight: dict[str, int] = {}
+    probing: set[str] = set()
+    for raw in live:
+        ticket = raw.decode() if isinstance(raw, bytes) else raw
+        head, probe, _ = ticket.rsplit("|", 2)
+        key_id, lease_model = head.split("|", 1)
+        if lease_model != model:
+            continue
+        in_flight[key_id] = in_flight.get(key_id, 0) + 1
+        if probe == "1":
+            probing.add(key_id)
+    return in_flight, probing

@@ -1,0 +1,169 @@
+"""The rules of the pool, as pure functions over key records — shared by the local and Redis pools,
+so both decide exactly alike.
+
+- A key is never leased for a model while a hold applies (cooling, exhausted, disabled).
+- When a hold's time has passed, exactly one request probes the key (half-open).
+- Headroom from the provider's headers steers before the 429: no more requests in flight than
+  the window has left, a key that reports 0 left cools until the reset, and a key whose headroom
+  is unknown gets one request at a time until its first answer tells.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict
+from .state import Hold, KeyRecord, KeyState, Window
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """Per-provider knobs (from `ProviderConfig`)."""
+
+    strategy: str = "balanced"
+    cooldown_s: float = 60.0
+    max_cooldown_s: float = 3600.0
+    quota_cooldown_s: float = 6 * 3600.0
+
+
+class Fit(enum.Enum):
+    USABLE = "usable"
+    PROBE = "probe"  # usable, as the single half-open probe
+    BUSY = "busy"  # usable again when a request in flight returns
+    HELD = "held"  # unusable until a known time (or a reset)
+
+
+def fit_for(record: KeyRecord, model: str, now: float, in_flight: int, probing: bool) -> Fit:
+    """Can `record`'s key take one more request for `model` now?"""
+    if record.hold_for(model, now) is not None:
+        return Fit.HELD
+    if record.expired_hold_for(model, now) is not None:
+        return Fit.BUSY if probing or in_flight else Fit.PROBE
+    window = record.windows.get(model)
+    if window is None:
+        return Fit.BUSY if in_flight else Fit.USABLE  # learn the headroom before sending more
+    if window.silent:
+        return Fit.USABLE
+    remaining = window.remaining_at(now)
+    if remaining is None:
+        return Fit.BUSY if in_flight else Fit.USABLE
+    return Fit.USABLE if in_flight < remaining else Fit.BUSY
+
+
+def wait_for(record: KeyRecord, model: str, now: float) -> float:
+    """Seconds until the holds on `record` for `model` end: 0 when none, inf when only a reset helps."""
+    wait = 0.0
+    for held in (record.hold, record.model_holds.get(model)):
+        if held is not None and held.active(now):
+            wait = max(wait, math.inf if held.until is None else held.until - now)
+    return wait
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    key_id: str
+    index: int
+    in_flight: int
+    last_used: float
+    fit: Fit
+
+
+def choose(strategy: str, candidates: Sequence[Candidate], cursor: int, count: int) -> Candidate | None:
+    """The key to lease among usable candidates, per the provider's strategy."""
+    usable = [c for c in candidates if c.fit in (Fit.USABLE, Fit.PROBE)]
+    if not usable:
+        return None
+    if strategy == "priority":
+        return min(usable, key=lambda c: c.index)
+    if strategy == "round_robin":
+        return min(usable, key=lambda c: (c.index - cursor) % count)
+    # balanced: fewest requests in flight, then least recently used.
+    return min(usable, key=lambda c: (c.in_flight, c.last_used, c.index))
+
+
+def apply_verdict(
+    record: KeyRecord,
+    model: str,
+    verdict: Verdict,
+    headroom: Headroom | None,
+    policy: PoolPolicy,
+    now: float,
+    probe: bool,
+) -> None:
+    """Record what one attempt taught us: counters, headroom, and the hold it earned (if any)."""
+    record.requests += 1
+    record.last_used = now
+    record.last_status = verdict.status_code
+    outcome = verdict.outcome
+    if outcome is not Outcome.TIMEOUT and verdict.status_code is not None:
+        _learn_headroom(record, model, headroom, now)
+    if outcome is Outcome.OK:
+        _clear_expired(record, model, now)
+        window = record.windows.get(model)
+        if window is not None and window.remaining == 0 and window.reset_at is not None and window.reset_at > now:
+            reason = "no requests left in this rate-limit window (from the provider's headers)"
+            record.model_holds[model] = Hold(KeyState.COOLING, window.reset_at, reason, verdict.status_code, now)
+        return
+    record.failures += 1
+    if outcome is Outcome.RATE_LIMITED:
+        previous = record.expired_hold_for(model, now) if probe else None
+        strikes = previous.strikes + 1 if previous else 1
+        wait = verdict.retry_after_s
+        if wait is None or wait <= 0:
+            wait = policy.cooldown_s * (2 ** (strikes - 1))
+        if wait >= LONG_WAIT_S:
+            record.hold = Hold(KeyState.EXHAUSTED, now + wait, verdict.reason, verdict.status_code, now)
+            return
+        wait = min(wait, policy.max_cooldown_s)
+        record.model_holds[model] = Hold(
+            KeyState.COOLING, now + wait, verdict.reason, verdict.status_code, now, strikes
+        )
+    elif outcome is Outcome.QUOTA_EXHAUSTED:
+        wait = verdict.retry_after_s if verdict.retry_after_s else policy.quota_cooldown_s
+        record.hold = Hold(KeyState.EXHAUSTED, now + wait, verdict.reason, verdict.status_code, now)
+    elif outcome is Outcome.AUTH_FAILED:
+        record.hold = Hold(KeyState.DISABLED, None, verdict.reason, verdict.status_code, now)
+    # Overload, 5xx, timeouts and request errors say nothing about the key: it stays ready.
+
+
+def _learn_headroom(record: KeyRecord, model: str, headroom: Headroom | None, now: float) -> None:
+    if headroom is None or headroom.remaining_requests is None:
+        if model not in record.windows:
+            record.windows[model] = Window(silent=True)
+        return
+    reset_at = now + headroom.reset_requests_s if headroom.reset_requests_s is not None else None
+    old = record.windows.get(model)
+    remaining = headroom.remaining_requests
+    same_window = (
+        old is not None
+        and not old.silent
+        and old.reset_at is not None
+        and reset_at is not None
+        and now < old.reset_at
+        and reset_at <= old.reset_at + 1.0
+    )
+    if same_window and old.remaining is not None:
+        remaining = min(remaining, old.remaining)  # answers can arrive out of order; a window only drains
+        reset_at = old.reset_at
+    record.windows[model] = Window(headroom.limit_requests, remaining, reset_at)
+
+
+def _clear_expired(record: KeyRecord, model: str, now: float) -> None:
+    if record.hold is not None and not record.hold.active(now):
+        record.hold = None
+    held = record.model_holds.get(model)
+    if held is not None and not held.active(now):
+        del record.model_holds[model]
+    for other, held in list(record.model_holds.items()):
+        if not held.active(now) and held.until is not None and now - held.until > 3600:
+            del record.model_holds[other]
+
+
+def reset_record(record: KeyRecord) -> None:
+    """Operator reset: forget every hold and what the headers said."""
+    record.hold = None
+    record.model_holds.clear()
+    record.windows.clear()

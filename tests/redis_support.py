@@ -1,0 +1,78 @@
+"""A real redis-server for the tests: started once per session on a free loopback port.
+
+Where `redis-server` is not installed the Redis tests are skipped with a note saying how to get
+it — unless KEYGATE_REQUIRE_REDIS=1 (CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = (
+            "redis-server is not installed (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)"
+        )
+        if os.environ.get("KEYGATE_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def unique_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def redis_pool_factory(request):
+    """A builder of RedisKeyPools on the session's redis-server, each test under its own prefix."""
+    url = request.getfixturevalue("redis_url")
+    prefix = unique_prefix()
+
+    async def build(keys, policies, clock):
+        from redis.asyncio import Redis
+
+        from mcp_keygate.keys.redis_pool import RedisKeyPool
+
+        pool = RedisKeyPool(Redis.from_url(url), prefix, keys, policies, clock)
+        await pool.open()
+        return pool
+
+    return build
