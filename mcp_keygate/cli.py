@@ -104,7 +104,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from .config import Config, ConfigError, load_config, state_path
     from .status import key_rows, render_json, render_table
-    from .store import SQLiteStore, StoreError
+    from .store import StoreError, open_store
 
     try:
         config = load_config(args.config) if (args.config or os.environ.get("KEYGATE_CONFIG")) else Config()
@@ -112,12 +112,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if config.state.backend == "memory":
         return _fail("the config uses the memory backend: its state lives only inside the running server")
-    path = state_path(config)
-    if not path.exists():
-        return _fail(f"no state file at {path} yet: start `mcp-keygate serve` once (or set KEYGATE_STATE)")
+    if config.state.backend == "redis":
+        from redis.asyncio import Redis
+
+        store = open_store("redis", redis=Redis.from_url(config.state.redis_url()), prefix=config.state.prefix)
+    else:
+        path = state_path(config)
+        if not path.exists():
+            return _fail(f"no state file at {path} yet: start `mcp-keygate serve` once (or set KEYGATE_STATE)")
+        store = open_store("sqlite", path)
 
     async def read():
-        store = SQLiteStore(path)
         await store.open()
         try:
             return await store.load_keys()
@@ -126,8 +131,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     try:
         records = anyio.run(read)
-    except StoreError as exc:
-        return _fail(str(exc))
+    except (StoreError, OSError) as exc:
+        return _fail(f"cannot read the state store: {exc}")
     rows = key_rows(records, time.time())
     print(render_json(rows) if args.json else render_table(rows))
     return 0

@@ -15,9 +15,20 @@ from mcp_keygate.store import ConversationConflict, MemoryStore, SQLiteStore
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "redis"])
 async def store(request, tmp_path):
-    s = SQLiteStore(tmp_path / "state" / "state.db") if request.param == "sqlite" else MemoryStore()
+    if request.param == "redis":
+        from redis.asyncio import Redis
+
+        from mcp_keygate.store.redis import RedisStore
+
+        from .redis_support import unique_prefix
+
+        s = RedisStore(Redis.from_url(request.getfixturevalue("redis_url")), unique_prefix())
+    elif request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "state" / "state.db")
+    else:
+        s = MemoryStore()
     await s.open()
     yield s
     await s.close()
@@ -42,6 +53,17 @@ async def test_creating_an_existing_conversation_conflicts(store):
     with pytest.raises(ConversationConflict):
         await store.append_turns("c_1", [Turn("user", "b")], create=True)
     assert [t.content for t in await store.get_turns("c_1")] == ["a"]
+
+
+async def test_a_conversation_belongs_to_its_owner(store):
+    await store.append_turns("c_1", [Turn("user", "alice's")], create=True, owner="alice")
+    assert await store.get_turns("c_1", "bob") is None
+    with pytest.raises(ConversationConflict):
+        await store.append_turns("c_1", [Turn("user", "bob's")], create=False, owner="bob")
+    assert [t.content for t in await store.get_turns("c_1", "alice")] == ["alice's"]
+    assert [i.id for i in await store.list_conversations(owner="alice")] == ["c_1"]
+    assert await store.list_conversations(owner="bob") == []
+    assert await store.ping()
 
 
 async def test_key_records_round_trip(store):
