@@ -72,7 +72,10 @@ async def test_a_conversation_started_on_one_instance_continues_on_another(sim, 
         second = await session.call_tool("complete", {"prompt": "which bird?", "conversation_id": cid})
     assert not second.is_error, second.content
     assert [m["content"] for m in sim_log(sim)[-1]["messages"]] == [
-        "be brief", "remember: heron", first.structured_content["text"], "which bird?"
+        "be brief",
+        "remember: heron",
+        first.structured_content["text"],
+        "which bird?",
     ]
 
 

@@ -54,6 +54,9 @@ class RedisKeyPool:
         self._policies = policies or {}
         self._clock = clock
         self.lease_ttl_s = lease_ttl_s
+        # Calls of this instance take turns to lease (cheap, local): optimistic transactions then only
+        # race with other instances, not with each other.
+        self._acquire_locks = {provider: anyio.Lock() for provider in keys}
 
     # -- names ------------------------------------------------------------------------------
 
@@ -117,6 +120,10 @@ class RedisKeyPool:
         keys = self._keys.get(provider) or []
         if not keys:
             return Fit.HELD
+        async with self._acquire_locks[provider]:
+            return await self._acquire(provider, model, keys, exclude)
+
+    async def _acquire(self, provider: str, model: str, keys: list[ApiKey], exclude: Iterable[str]) -> Pick:
         skip = set(exclude)
         leases_key = self._leases_key(provider)
         record_keys = [self._record_key(k.key_id) for k in keys]

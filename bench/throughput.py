@@ -1,0 +1,197 @@
+"""Throughput over streamable HTTP: `complete` calls/s one instance (and two on Redis) sustains with
+N concurrent MCP clients, next to a bare MCPServer echo tool in the same transport mode.
+
+Everything runs on this machine: clients, servers, the simulator (zero latency) and redis-server.
+Run: python -m bench.throughput [--clients 20] [--seconds 8] [--json-response]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx2
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mcp_keygate.simulator import SimulatorThread  # noqa: E402
+
+BARE = """
+import sys
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("bare")
+
+@server.tool()
+async def echo(text: str) -> str:
+    return text
+
+server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), json_response=sys.argv[2] == "1")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx2.get(url, timeout=1)
+            return
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(urls: list[str], tool: str, args: dict, clients: int, seconds: float) -> dict:
+    counts = [0] * clients
+    errors = [0] * clients
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    async def client(i: int) -> None:
+        async with (
+            httpx2.AsyncClient(timeout=60) as http,
+            streamable_http_client(f"{urls[i % len(urls)]}/mcp", http_client=http) as (read, write, *_),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                result = await session.call_tool(tool, args)
+                latencies.append(time.perf_counter() - started)
+                if result.is_error:
+                    errors[i] += 1
+                else:
+                    counts[i] += 1
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for i in range(clients):
+            tg.start_soon(client, i)
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "calls_per_s": round(sum(counts) / elapsed, 1),
+        "errors": sum(errors),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None,
+    }
+
+
+def start_keygate(config: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10))}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcp_keygate",
+            "serve",
+            "--config",
+            str(config),
+            "--transport",
+            "streamable-http",
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def write_config(path: Path, sim_base: str, state: str, json_response: bool) -> None:
+    path.write_text(
+        f"{state}\n[server]\njson_response = {str(json_response).lower()}\n"
+        f'[providers.p]\nbase_url = "{sim_base}"\nkeys = ["${{BENCH_KEYS}}"]\nstream = false\n'
+        '[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
+        encoding="utf-8",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--json-response", action="store_true")
+    opts = parser.parse_args()
+    results: dict[str, dict] = {}
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as tmp, SimulatorThread() as sim:
+        try:
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", BARE, str(port), "1" if opts.json_response else "0"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            wait_http(f"http://127.0.0.1:{port}/mcp")
+            results["bare_echo"] = anyio.run(
+                load, [f"http://127.0.0.1:{port}"], "echo", {"text": "hi"}, opts.clients, opts.seconds
+            )
+            procs.pop().terminate()
+
+            config = Path(tmp) / "sqlite.toml"
+            write_config(config, sim.openai_base, f'[state]\npath = "{Path(tmp) / "state.db"}"', opts.json_response)
+            port = free_port()
+            procs.append(start_keygate(config, port))
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            results["keygate_one_instance_sqlite"] = anyio.run(
+                load, [f"http://127.0.0.1:{port}"], "complete", {"prompt": "hello"}, opts.clients, opts.seconds
+            )
+            procs.pop().terminate()
+
+            redis_server = shutil.which("redis-server")
+            if redis_server:
+                redis_port = free_port()
+                procs.append(
+                    subprocess.Popen(
+                        [redis_server, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                        stdout=subprocess.DEVNULL,
+                    )
+                )
+                config = Path(tmp) / "redis.toml"
+                state = f'[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"'
+                write_config(config, sim.openai_base, state, opts.json_response)
+                ports = [free_port(), free_port()]
+                for p in ports:
+                    procs.append(start_keygate(config, p))
+                for p in ports:
+                    wait_http(f"http://127.0.0.1:{p}/healthz")
+                results["keygate_two_instances_redis"] = anyio.run(
+                    load,
+                    [f"http://127.0.0.1:{p}" for p in ports],
+                    "complete",
+                    {"prompt": "hello"},
+                    opts.clients,
+                    opts.seconds,
+                )
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=20)
+    results["settings"] = {"clients": opts.clients, "seconds": opts.seconds, "json_response": opts.json_response}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
