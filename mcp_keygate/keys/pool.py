@@ -7,14 +7,13 @@ rules themselves are in `rules.py`, shared with the Redis pool used by several i
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..outcomes import Headroom, Verdict
-from .rules import Candidate, Fit, PoolPolicy, apply_verdict, choose, fit_for, reset_record, wait_for
+from .rules import Fit, PoolPolicy, apply_verdict, candidates_for, choose, earliest_ready, no_lease, reset_record
 from .secret import ApiKey
 from .state import KeyRecord
 
@@ -33,7 +32,9 @@ class Lease:
 Pick = Lease | Fit  # a lease, or why there is none: Fit.BUSY (wait a moment) or Fit.HELD (move on)
 
 
-class KeyPool:
+class PoolBase:
+    """What every pool knows without asking anyone: the configured keys, policies and the clock."""
+
     def __init__(
         self,
         keys: dict[str, list[ApiKey]],
@@ -43,6 +44,28 @@ class KeyPool:
         self._keys = keys
         self._policies = policies or {}
         self._clock = clock
+
+    def providers(self) -> list[str]:
+        return list(self._keys)
+
+    def keys_of(self, provider: str) -> list[ApiKey]:
+        return self._keys.get(provider, [])
+
+    def now(self) -> float:
+        return self._clock()
+
+    def policy(self, provider: str) -> PoolPolicy:
+        return self._policies.get(provider) or PoolPolicy()
+
+
+class KeyPool(PoolBase):
+    def __init__(
+        self,
+        keys: dict[str, list[ApiKey]],
+        policies: dict[str, PoolPolicy] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(keys, policies, clock)
         self._records: dict[str, KeyRecord] = {
             k.key_id: KeyRecord(k.key_id, k.provider, k.mask) for ks in keys.values() for k in ks
         }
@@ -84,36 +107,20 @@ class KeyPool:
         self._dirty.clear()
         return dirty
 
-    def providers(self) -> list[str]:
-        return list(self._keys)
-
-    def keys_of(self, provider: str) -> list[ApiKey]:
-        return self._keys.get(provider, [])
-
-    def now(self) -> float:
-        return self._clock()
-
-    def policy(self, provider: str) -> PoolPolicy:
-        return self._policies.get(provider) or PoolPolicy()
-
     # -- choosing ---------------------------------------------------------------------------
 
     async def acquire(self, provider: str, model: str, exclude: Iterable[str] = ()) -> Pick:
         """Lease the best usable key for (provider, model), or say why none can be leased now."""
         keys = self._keys.get(provider) or []
         now = self._clock()
-        skip = set(exclude)
-        candidates = []
-        for key in keys:
-            if key.key_id in skip:
-                continue
-            record = self._records[key.key_id]
-            in_flight = self._in_flight.get((key.key_id, model), 0)
-            fit = fit_for(record, model, now, in_flight, (key.key_id, model) in self._probing)
-            candidates.append(Candidate(key.key_id, key.index, in_flight, record.last_used or 0.0, fit))
+        in_flight = {k.key_id: self._in_flight.get((k.key_id, model), 0) for k in keys}
+        probing = {k.key_id for k in keys if (k.key_id, model) in self._probing}
+        records = [self._records[k.key_id] for k in keys]
+        ids = [(k.key_id, k.index) for k in keys]
+        candidates = candidates_for(ids, records, model, now, in_flight, probing, set(exclude))
         chosen = choose(self.policy(provider).strategy, candidates, self._cursor.get(provider, 0), len(keys) or 1)
         if chosen is None:
-            return Fit.BUSY if any(c.fit is Fit.BUSY for c in candidates) else Fit.HELD
+            return no_lease(candidates)
         key = keys[chosen.index]
         self._cursor[provider] = (chosen.index + 1) % len(keys)
         self._in_flight[(key.key_id, model)] = chosen.in_flight + 1
@@ -124,10 +131,8 @@ class KeyPool:
 
     async def ready_in(self, provider: str, model: str) -> float | None:
         """Seconds until some key can serve (provider, model): 0 now, None if none ever will."""
-        now = self._clock()
-        waits = [wait_for(self._records[k.key_id], model, now) for k in self._keys.get(provider) or []]
-        best = min(waits, default=math.inf)
-        return None if best == math.inf else best
+        records = [self._records[k.key_id] for k in self._keys.get(provider) or []]
+        return earliest_ready(records, model, self._clock())
 
     # -- learning ---------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from ..outcomes import Headroom, Verdict
-from .pool import Lease, Pick
-from .rules import Candidate, Fit, PoolPolicy, apply_verdict, choose, fit_for, reset_record, wait_for
+from .pool import Lease, Pick, PoolBase
+from .rules import Fit, PoolPolicy, apply_verdict, candidates_for, choose, earliest_ready, no_lease, reset_record
 from .secret import ApiKey
 from .state import KeyRecord
 
@@ -37,7 +37,7 @@ class PoolContention(Exception):
     """Redis kept changing under us for too long (pathological contention)."""
 
 
-class RedisKeyPool:
+class RedisKeyPool(PoolBase):
     def __init__(
         self,
         redis: Redis,
@@ -47,12 +47,10 @@ class RedisKeyPool:
         clock: Callable[[], float] = time.time,
         lease_ttl_s: float = 300.0,
     ) -> None:
+        super().__init__(keys, policies, clock)
         self.redis = redis
         self.prefix = prefix
-        self._keys = keys
         self._by_id = {k.key_id: k for ks in keys.values() for k in ks}
-        self._policies = policies or {}
-        self._clock = clock
         self.lease_ttl_s = lease_ttl_s
         # Calls of this instance take turns to lease (cheap, local): optimistic transactions then only
         # race with other instances, not with each other.
@@ -102,18 +100,6 @@ class RedisKeyPool:
     def load(self, records: Iterable[KeyRecord]) -> None:
         return None
 
-    def providers(self) -> list[str]:
-        return list(self._keys)
-
-    def keys_of(self, provider: str) -> list[ApiKey]:
-        return self._keys.get(provider, [])
-
-    def now(self) -> float:
-        return self._clock()
-
-    def policy(self, provider: str) -> PoolPolicy:
-        return self._policies.get(provider) or PoolPolicy()
-
     # -- choosing ---------------------------------------------------------------------------
 
     async def acquire(self, provider: str, model: str, exclude: Iterable[str] = ()) -> Pick:
@@ -137,18 +123,13 @@ class RedisKeyPool:
                     live = await pipe.zrangebyscore(leases_key, now, math.inf)
                     cursor = int(await pipe.get(cursor_key) or 0)
                     in_flight, probing = _count(live, model)
-                    candidates = []
-                    for key, raw in zip(keys, raws, strict=True):
-                        if key.key_id in skip:
-                            continue
-                        record = self._parse(key, raw)
-                        count = in_flight.get(key.key_id, 0)
-                        fit = fit_for(record, model, now, count, key.key_id in probing)
-                        candidates.append(Candidate(key.key_id, key.index, count, record.last_used or 0.0, fit))
+                    records = [self._parse(k, raw) for k, raw in zip(keys, raws, strict=True)]
+                    ids = [(k.key_id, k.index) for k in keys]
+                    candidates = candidates_for(ids, records, model, now, in_flight, probing, skip)
                     chosen = choose(self.policy(provider).strategy, candidates, cursor, len(keys))
                     if chosen is None:
                         await pipe.reset()
-                        return Fit.BUSY if any(c.fit is Fit.BUSY for c in candidates) else Fit.HELD
+                        return no_lease(candidates)
                     probe = chosen.fit is Fit.PROBE
                     ticket = f"{chosen.key_id}|{model}|{int(probe)}|{uuid.uuid4().hex}"
                     pipe.multi()
@@ -162,10 +143,7 @@ class RedisKeyPool:
         raise PoolContention(f"could not lease a key of {provider} after {MAX_TRIES} tries")
 
     async def ready_in(self, provider: str, model: str) -> float | None:
-        now = self._clock()
-        waits = [wait_for(r, model, now) for r in await self.records(provider)]
-        best = min(waits, default=math.inf)
-        return None if best == math.inf else best
+        return earliest_ready(await self.records(provider), model, self._clock())
 
     # -- learning ---------------------------------------------------------------------------
 

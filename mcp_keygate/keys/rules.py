@@ -71,6 +71,37 @@ class Candidate:
     fit: Fit
 
 
+def candidates_for(
+    keys: Sequence[tuple[str, int]],
+    records: Sequence[KeyRecord],
+    model: str,
+    now: float,
+    in_flight: dict[str, int],
+    probing: set[str],
+    skip: set[str],
+) -> list[Candidate]:
+    """How each key (id, index) stands for one more request to `model`."""
+    candidates = []
+    for (key_id, index), record in zip(keys, records, strict=True):
+        if key_id in skip:
+            continue
+        count = in_flight.get(key_id, 0)
+        fit = fit_for(record, model, now, count, key_id in probing)
+        candidates.append(Candidate(key_id, index, count, record.last_used or 0.0, fit))
+    return candidates
+
+
+def no_lease(candidates: Sequence[Candidate]) -> Fit:
+    """Why nothing was leased: a busy key is worth a short wait, held keys are not."""
+    return Fit.BUSY if any(c.fit is Fit.BUSY for c in candidates) else Fit.HELD
+
+
+def earliest_ready(records: Sequence[KeyRecord], model: str, now: float) -> float | None:
+    """Seconds until some key can serve `model`: 0 now, None if none will without an operator."""
+    best = min((wait_for(r, model, now) for r in records), default=math.inf)
+    return None if best == math.inf else best
+
+
 def choose(strategy: str, candidates: Sequence[Candidate], cursor: int, count: int) -> Candidate | None:
     """The key to lease among usable candidates, per the provider's strategy."""
     usable = [c for c in candidates if c.fit in (Fit.USABLE, Fit.PROBE)]
