@@ -92,16 +92,21 @@ class Keygate:
     async def open(self) -> None:
         await self.store.open()
         await self.pool.open(self.store)
-        timeouts = [p.timeout_s for p in self.config.providers.values()] or [60.0]
-        connects = [p.connect_timeout_s for p in self.config.providers.values()] or [10.0]
-        self._client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(max(timeouts), connect=max(connects)),
-            follow_redirects=False,
-            limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
-            transport=self._transport,
-            trust_env=False,
-        )
-        self.router = Router(self.config, self.pool, self.providers, self._client, self._clock)
+        self.router = Router(self.config, self.pool, self.providers, self._http_client, self._clock)
+
+    def _http_client(self) -> httpx2.AsyncClient:
+        """The shared upstream client, made on first use: its TLS setup costs ~40 ms a stdio start need not pay."""
+        if self._client is None:
+            timeouts = [p.timeout_s for p in self.config.providers.values()] or [60.0]
+            connects = [p.connect_timeout_s for p in self.config.providers.values()] or [10.0]
+            self._client = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(max(timeouts), connect=max(connects)),
+                follow_redirects=False,
+                limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
+                transport=self._transport,
+                trust_env=False,
+            )
+        return self._client
 
     async def close(self) -> None:
         try:

@@ -95,13 +95,13 @@ class Router:
         config: Config,
         pool: KeyPool,
         providers: dict[str, Provider],
-        client: httpx2.AsyncClient,
+        client: Callable[[], httpx2.AsyncClient],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.pool = pool
         self.providers = providers
-        self.client = client
+        self._client = client
         self._clock = clock
         self._model_backoff: dict[tuple[str, str], float] = {}
         self.estimator = TokenEstimator()
@@ -254,7 +254,7 @@ class Router:
 
         released = False
         try:
-            attempt = await send_attempt(provider, self.client, lease.key, lease.model, messages, params, on_text)
+            attempt = await send_attempt(provider, self._client(), lease.key, lease.model, messages, params, on_text)
             with anyio.CancelScope(shield=True):
                 await self.pool.release(lease, attempt.verdict, attempt.headroom)
             released = True
