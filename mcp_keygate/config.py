@@ -65,13 +65,24 @@ class ServerConfig(_Strict):
     shutdown_grace_s: float = Field(10.0, gt=0, description="how long in-flight calls may finish on SIGTERM")
 
 
+class LimitsConfig(_Strict):
+    """Bounds on what one call may ask for or bring back; over a bound is a clear error, never a crash."""
+
+    max_prompt_chars: int = Field(400_000, gt=0, description="prompt, and each message's content")
+    max_messages: int = Field(500, gt=0, description="messages in one call")
+    max_conversation_turns: int = Field(5_000, gt=0, description="turns stored in one conversation")
+    max_request_bytes: int = Field(4_000_000, gt=0, description="HTTP transports: one MCP request body")
+    max_response_bytes: int = Field(8_000_000, gt=0, description="one upstream reply")
+    call_timeout_s: float = Field(300.0, gt=0, description="a whole complete call, fallbacks and waits included")
+
+
 class ProviderConfig(_Strict):
     type: ProviderType = "openai"
     base_url: str | None = None
     api_version: str | None = Field(None, description="Azure: use the deployment path with this api-version")
     keys: list[str] = Field(default_factory=list)
     strategy: Literal["balanced", "priority", "round_robin"] = "balanced"
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0, description="one attempt, first byte to last")
     connect_timeout_s: float = Field(10.0, gt=0)
     cooldown_s: float = Field(60.0, ge=0, description="cooldown when the provider names no wait")
     max_cooldown_s: float = Field(3600.0, gt=0, description="cap on any rate-limit cooldown")
@@ -103,6 +114,7 @@ class ModelConfig(_Strict):
 class Config(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, list[str]] = Field(default_factory=dict)

@@ -42,6 +42,10 @@ class InvalidRequest(ValueError):
     """A tool call whose arguments cannot be served; the message names the field."""
 
 
+class CallTimedOut(Exception):
+    """The whole call ran past `[limits] call_timeout_s`."""
+
+
 class Keygate:
     def __init__(
         self,
@@ -135,10 +139,17 @@ class Keygate:
         if self.router is None:
             raise RuntimeError("Keygate is not open")
         self.in_flight += 1
+        limit = self.config.limits.call_timeout_s
         try:
-            return await self._complete(
-                prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s, notify, owner
-            )
+            with anyio.fail_after(limit):
+                return await self._complete(
+                    prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s, notify, owner
+                )
+        except TimeoutError:
+            raise CallTimedOut(
+                f"the call did not finish within call_timeout_s = {limit:g} s (fallbacks and waits included); "
+                "nothing was stored — retry, or raise [limits] call_timeout_s"
+            ) from None
         finally:
             self.in_flight -= 1
 
@@ -157,6 +168,7 @@ class Keygate:
     ) -> CompleteResult:
         assert self.router is not None
         new = self._new_messages(prompt, messages, system)
+        self._check_sizes(new)
         chain = self.config.route(model)
         if chain is None:
             names = sorted(set(self.config.route_names()) | set(self.config.models))
@@ -177,6 +189,12 @@ class Keygate:
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
             history = await load_history(self.store, conversation_id, owner)
+            room = self.config.limits.max_conversation_turns - len(history)
+            if room < len(new) + 1:
+                raise InvalidRequest(
+                    f"conversation_id: the conversation has {len(history)} turns, the limit is "
+                    f"{self.config.limits.max_conversation_turns} ([limits] max_conversation_turns); start a new one"
+                )
         context = request_messages(history, new)
         if not any(m.role == "user" for m in context):
             raise InvalidRequest("messages: at least one message with role 'user' is needed")
@@ -212,6 +230,18 @@ class Keygate:
             ],
             trimmed_turns=routed.trimmed_turns,
         )
+
+    def _check_sizes(self, new: list[Message]) -> None:
+        limits = self.config.limits
+        if len(new) > limits.max_messages:
+            raise InvalidRequest(f"messages: {len(new)} messages, the limit is {limits.max_messages}")
+        for i, message in enumerate(new):
+            if len(message.content) > limits.max_prompt_chars:
+                where = "system" if message.role == "system" else f"messages[{i}].content (or prompt)"
+                raise InvalidRequest(
+                    f"{where}: {len(message.content)} characters, the limit is {limits.max_prompt_chars} "
+                    "([limits] max_prompt_chars)"
+                )
 
     @staticmethod
     def _new_messages(prompt: str | None, messages: list[InputMessage] | None, system: str | None) -> list[Message]:

@@ -70,17 +70,28 @@ def build_http_app(
 ) -> Starlette:
     check_bind(host, tokens)
     security = transport_security(host, settings)
+    max_request_bytes = gateway.config.limits.max_request_bytes
     routes: list = []
     protected: list[str] = ["/metrics"]
     streamable = transport in ("streamable-http", "http")
     if streamable:
         app = server.streamable_http_app(
-            streamable_http_path=MCP_PATH, json_response=settings.json_response, transport_security=security, host=host
+            streamable_http_path=MCP_PATH,
+            json_response=settings.json_response,
+            transport_security=security,
+            host=host,
+            max_request_body_size=max_request_bytes,
         )
         routes += app.routes
         protected.append(MCP_PATH)
     if transport in ("sse", "http"):
-        app = server.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, transport_security=security, host=host)
+        app = server.sse_app(
+            sse_path=SSE_PATH,
+            message_path=MESSAGES_PATH,
+            transport_security=security,
+            host=host,
+            max_request_body_size=max_request_bytes,
+        )
         routes += app.routes
         protected += [SSE_PATH, MESSAGES_PATH.rstrip("/")]
 

@@ -254,7 +254,17 @@ class Router:
 
         released = False
         try:
-            attempt = await send_attempt(provider, self._client(), lease.key, lease.model, messages, params, on_text)
+            attempt = await send_attempt(
+                provider,
+                self._client(),
+                lease.key,
+                lease.model,
+                messages,
+                params,
+                on_text,
+                deadline_s=self.config.providers[lease.key.provider].timeout_s,
+                max_bytes=self.config.limits.max_response_bytes,
+            )
             with anyio.CancelScope(shield=True):
                 await self.pool.release(lease, attempt.verdict, attempt.headroom)
             released = True

@@ -7,18 +7,19 @@ errors (`isError`) whose text tells the agent what to do next.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from . import __version__
 from .auth import LOCAL_OWNER, TokenRegistry
 from .conversations import UnknownConversation
-from .gateway import InvalidRequest, Keygate
+from .gateway import CallTimedOut, InvalidRequest, Keygate
 from .keys.secret import scrub
 from .router import RequestRejected, RouteFailed
 from .schemas import CompleteResult, InputMessage, KeyStatusResult, ModelsResult
@@ -55,12 +56,33 @@ def build_server(
             return LOCAL_OWNER
         return tokens.name_for_header((ctx.headers or {}).get("authorization")) or LOCAL_OWNER
 
+    known_arguments: dict[str, set[str]] = {}
+
+    async def reject_unknown_arguments(ctx: Any, call_next: Any) -> Any:
+        """A misspelt argument (`promt`) would otherwise be dropped silently and the call run without it."""
+        if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
+            if not known_arguments:
+                for tool in await server.list_tools():
+                    known_arguments[tool.name] = set((tool.input_schema or {}).get("properties", {}))
+            name = ctx.params.get("name")
+            given = ctx.params.get("arguments") or {}
+            allowed = known_arguments.get(name)
+            unknown = sorted(set(given) - allowed) if allowed is not None and isinstance(given, Mapping) else []
+            if unknown:
+                message = (
+                    f"unknown argument(s) {', '.join(repr(u) for u in unknown)} for {name}; "
+                    f"expected some of: {', '.join(sorted(allowed))}"
+                )
+                return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+        return await call_next(ctx)
+
     server = MCPServer(
         "mcp-keygate",
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=log_level.upper(),  # type: ignore[arg-type]
+        middleware=[reject_unknown_arguments],
     )
 
     def tool_error(exc: Exception) -> ToolError:
@@ -107,7 +129,7 @@ def build_server(
                 notify=notify,
                 owner=owner,
             )
-        except (InvalidRequest, UnknownConversation, RouteFailed, RequestRejected) as exc:
+        except (InvalidRequest, UnknownConversation, RouteFailed, RequestRejected, CallTimedOut) as exc:
             log.info("complete by %s failed: %s", owner, type(exc).__name__)
             raise tool_error(exc) from None
         log.info("complete by %s answered by %s with key %s", owner, result.model, result.key_id)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import httpx2
 
 from ..keys.secret import ApiKey, scrub
@@ -105,11 +106,19 @@ def decode_json(raw: bytes) -> Any:
         return None
 
 
-async def iter_sse(response: httpx2.Response) -> AsyncIterator[tuple[str | None, str]]:
+class TooLarge(Exception):
+    """The upstream sent more than the configured reply size."""
+
+
+async def iter_sse(response: httpx2.Response, max_bytes: int) -> AsyncIterator[tuple[str | None, str]]:
     """Server-sent events as (event name, data); comments such as `: keep-alive` are skipped."""
     event: str | None = None
     data: list[str] = []
+    size = 0
     async for line in response.aiter_lines():
+        size += len(line) + 1
+        if size > max_bytes:
+            raise TooLarge(f"the stream exceeded {max_bytes} bytes")
         if not line:
             if data:
                 yield event, "\n".join(data)
@@ -135,8 +144,32 @@ async def send_attempt(
     messages: list[Message],
     params: CallParams,
     on_text: OnText | None = None,
+    *,
+    deadline_s: float = 600.0,
+    max_bytes: int = 8_000_000,
 ) -> Attempt:
-    """Send one request and classify it; network failures become verdicts, never exceptions."""
+    """Send one request and classify it; network failures become verdicts, never exceptions.
+
+    `deadline_s` bounds the whole attempt (a slow drip that keeps each read under the read timeout
+    still ends), and `max_bytes` the reply.
+    """
+    with anyio.move_on_after(deadline_s) as scope:
+        attempt = await _send(provider, client, key, model, messages, params, on_text, max_bytes)
+    if scope.cancelled_caught:
+        return Attempt(Verdict(Outcome.TIMEOUT, reason=f"no complete answer within {deadline_s:g} s"))
+    return attempt
+
+
+async def _send(
+    provider: Provider,
+    client: httpx2.AsyncClient,
+    key: ApiKey,
+    model: str,
+    messages: list[Message],
+    params: CallParams,
+    on_text: OnText | None,
+    max_bytes: int,
+) -> Attempt:
     secrets = [key.secret] if key.secret else []
     request = provider.build_request(client, key, model, messages, params)
     try:
@@ -150,10 +183,12 @@ async def send_attempt(
         headroom = provider.headroom(response.headers)
         streamed = params.stream and response.headers.get("content-type", "").startswith("text/event-stream")
         if 200 <= status < 300 and streamed:
-            verdict, completion = await _read_stream(provider, response, on_text)
+            verdict, completion = await _read_stream(provider, response, on_text, max_bytes)
             return Attempt(_scrubbed(verdict, secrets), completion, headroom)
         try:
-            raw = await response.aread()
+            raw = await _read_capped(response, max_bytes)
+        except TooLarge as exc:
+            return Attempt(Verdict(Outcome.UPSTREAM_ERROR, status, reason=str(exc)))
         except httpx2.TimeoutException:
             return Attempt(Verdict(Outcome.TIMEOUT, status, reason="upstream stalled while sending the body"))
         except httpx2.TransportError as exc:
@@ -169,17 +204,29 @@ async def send_attempt(
             return Attempt(Verdict(Outcome.UPSTREAM_ERROR, status, reason=f"unexpected redirect ({status})"))
         return Attempt(_scrubbed(provider.classify(status, response.headers, body), secrets), None, headroom)
     finally:
-        await response.aclose()
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+
+
+async def _read_capped(response: httpx2.Response, max_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"the reply exceeded {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _read_stream(
-    provider: Provider, response: httpx2.Response, on_text: OnText | None
+    provider: Provider, response: httpx2.Response, on_text: OnText | None, max_bytes: int
 ) -> tuple[Verdict, Completion | None]:
     decoder = provider.stream_decoder()
     received = 0
     status = response.status_code
     try:
-        async for event, data in iter_sse(response):
+        async for event, data in iter_sse(response, max_bytes):
             text = decoder.feed(event, data)
             if text:
                 received += len(text)
@@ -188,6 +235,8 @@ async def _read_stream(
         return Verdict(Outcome.OK, status), decoder.finish()
     except StreamFailed as exc:
         return exc.verdict, None
+    except TooLarge as exc:
+        return Verdict(Outcome.UPSTREAM_ERROR, status, reason=str(exc)), None
     except MalformedResponse as exc:
         return Verdict(
             Outcome.UPSTREAM_ERROR, status, reason=f"stream ended early after {received} characters: {exc}"
