@@ -16,6 +16,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .faults import TRANSPORT_FAULTS, fault_response
 from .state import Decision, SimState, estimate_tokens, fingerprint, reply_text
 
 Cut = Literal["cut", "error"] | None
@@ -108,8 +109,17 @@ async def _handle(dialect: Dialect, request: Request, state: SimState, entry: di
         await anyio.sleep(decision.behavior.latency_ms / 1000)
     failure = decision.failure
     entry["outcome"] = failure or "ok"
+    if failure in TRANSPORT_FAULTS:
+        decision.failure = None
+        return await fault_response(failure, await _handle_answer(dialect, call, decision, prompt_tokens, None))
     if failure is not None and failure not in ("streamcut", "streamerror"):
         return dialect.error(decision, call, prompt_tokens)
+    return await _handle_answer(dialect, call, decision, prompt_tokens, failure)
+
+
+async def _handle_answer(
+    dialect: Dialect, call: SimCall, decision: Decision, prompt_tokens: int, failure: str | None
+) -> Response:
     answer = _answer(call, prompt_tokens, decision.behavior.reply_words)
     if not call.stream:
         if failure == "streamerror":

@@ -11,6 +11,8 @@ Magic prefixes (no scenario needed):
                       Gemini 402 prepayment depleted)
   sim-streamcut-*     streams stop halfway without their end marker (plain replies: a truncated body)
   sim-streamerror-*   streams report an error event halfway (plain replies: a 500)
+  sim-hang-*, sim-slowdrip-*, sim-reset-*, sim-html502-*, sim-html504-*, sim-empty200-*,
+  sim-malformed-*, sim-huge-*   transport faults (see faults.py)
   anything else       answers normally
 
 Scenario file (TOML), every table optional:
@@ -30,10 +32,22 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Behavior = Literal["ok", "ratelimit", "quota", "invalid", "overloaded", "spendlimit", "streamcut", "streamerror"]
-BEHAVIORS = ("ok", "ratelimit", "quota", "invalid", "overloaded", "spendlimit", "streamcut", "streamerror")
+from .faults import TRANSPORT_FAULTS
+
+Behavior = str  # one of BEHAVIORS
+BEHAVIORS = (
+    "ok",
+    "ratelimit",
+    "quota",
+    "invalid",
+    "overloaded",
+    "spendlimit",
+    "streamcut",
+    "streamerror",
+    *TRANSPORT_FAULTS,
+)
 _MAGIC = re.compile(r"^sim-(" + "|".join(BEHAVIORS) + r")(?:-(\d+)s)?(?:-|$)")
 
 
