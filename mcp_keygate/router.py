@@ -30,13 +30,14 @@ log = logging.getLogger("mcp_keygate.router")
 
 Notify = Callable[[str], Awaitable[None]]
 
-# After a model overloads twice in one call, other calls skip it this long (unless told otherwise).
-MODEL_BACKOFF_S = 10.0
+# After a model says "overloaded" twice in one call, other calls skip it this long (unless told otherwise).
+MODEL_BACKOFF_S = 5.0
 # A streamed answer reports progress about every this many characters (~100 tokens).
 PROGRESS_EVERY_CHARS = 400
 # How often a call waiting for a busy key looks again (doubling up to the maximum).
 BUSY_POLL_S = 0.005
 MAX_BUSY_POLL_S = 0.1
+BUSY_WAIT_S = 15.0
 # Pause between passes over the route when the last pass met upstream trouble.
 RETRY_PAUSE_S = 1.0
 _TRANSIENT = {o.value for o in Outcome if o.is_transient_upstream}
@@ -119,10 +120,14 @@ class Router:
         notify = notify or _silent
         attempts: list[AttemptRecord] = []
         deadline = self._clock() + max(0.0, max_wait_s)
+        # A busy key is not a cooling one: waiting for a request in flight is worth it even when
+        # the caller would not wait for a cooldown.
+        busy_deadline = max(deadline, self._clock() + BUSY_WAIT_S)
         poll = BUSY_POLL_S
         while True:
             first = len(attempts)
-            result = await self._try_chain(chain, messages, params, attempts, notify, self._clock() < deadline)
+            wait_on_busy = self._clock() < busy_deadline
+            result = await self._try_chain(chain, messages, params, attempts, notify, wait_on_busy)
             if isinstance(result, Routed):
                 return result
             if result is Fit.BUSY:
@@ -216,8 +221,11 @@ class Router:
                     if transient_failures < 2:
                         await notify(f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key")
                         continue
-                    backoff = verdict.retry_after_s or MODEL_BACKOFF_S
-                    self._model_backoff[(model.provider, upstream)] = self._clock() + backoff
+                    if verdict.outcome is Outcome.OVERLOADED:
+                        # The provider said so twice: spare it for a moment, for every call. A plain 5xx
+                        # or a timeout is not such a statement; one unlucky call must not block a model.
+                        backoff = verdict.retry_after_s or MODEL_BACKOFF_S
+                        self._model_backoff[(model.provider, upstream)] = self._clock() + backoff
                     break
                 if verdict.outcome is Outcome.CONTEXT_TOO_LONG:
                     too_long_for = window or 0

@@ -43,8 +43,14 @@ def config_for(sim, api: str, keys: list[str], *, stream: bool, timeout_s: float
     return {
         "state": {"backend": "memory"},
         "providers": {
-            "p": {"type": api, "base_url": getattr(sim, API_BASE[api]), "keys": keys, "strategy": "priority",
-                  "stream": stream, "timeout_s": timeout_s},
+            "p": {
+                "type": api,
+                "base_url": getattr(sim, API_BASE[api]),
+                "keys": keys,
+                "strategy": "priority",
+                "stream": stream,
+                "timeout_s": timeout_s,
+            },
         },
         "models": {"m": {"provider": "p", "model": UPSTREAM[api]}},
         **extra,
@@ -90,7 +96,11 @@ async def test_connection_refused_moves_to_the_next_model(sim):
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]  # nothing listens here once the socket closes
     data = config_for(sim, "openai", ["sim-ok-dead0000001"], stream=False)
-    data["providers"]["dead"] = {"type": "openai", "base_url": f"http://127.0.0.1:{dead_port}/v1", "keys": ["k-dead-0001"]}
+    data["providers"]["dead"] = {
+        "type": "openai",
+        "base_url": f"http://127.0.0.1:{dead_port}/v1",
+        "keys": ["k-dead-0001"],
+    }
     data["models"] = {"gone": {"provider": "dead", "model": "x"}, "m": {"provider": "p", "model": "gpt-4.1"}}
     data["routes"] = {"default": ["gone", "m"]}
     async with Keygate(parse_config(data)) as gate:

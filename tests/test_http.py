@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,6 +38,10 @@ class ServerProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGATE_", "OPENAI_"))}
+        # stderr goes to a file: a pipe nobody reads fills up and blocks the server's logging.
+        self.stderr_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            "w+", prefix="keygate-server-", suffix=".log", delete=False
+        )
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -56,16 +61,19 @@ class ServerProcess:
             ],
             env={**base, "PYTHONPATH": str(REPO), **env},
             cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr_file,
             text=True,
         )
+
+    def stderr(self) -> str:
+        return Path(self.stderr_file.name).read_text()
 
     def wait_ready(self, timeout: float = 20) -> ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
+                raise RuntimeError(f"server exited: {self.stderr()}")
             try:
                 if httpx2.get(f"{self.url}/healthz").status_code == 200:
                     return self
@@ -81,7 +89,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        return self.proc.returncode, self.proc.stderr.read()
+        return self.proc.returncode, self.stderr()
 
 
 @pytest.fixture
@@ -176,11 +184,8 @@ async def test_a_rebinding_host_header_is_refused(server):
 def test_a_public_bind_without_a_token_refuses_to_start(tmp_path, sim):
     config = write_toml(tmp_path / "k.toml", two_provider_config(sim, ["sim-ok-pub0000001"], []))
     process = ServerProcess(config, free_port(), {}, host="0.0.0.0")
-    code, stderr = (
-        process.stop()
-        if process.proc.wait(timeout=20) is None
-        else (process.proc.returncode, process.proc.stderr.read())
-    )
+    process.proc.wait(timeout=20)
+    code, stderr = process.stop()
     assert code == 2
     assert "refusing to listen on 0.0.0.0" in stderr and "KEYGATE_AUTH_TOKEN" in stderr
 
