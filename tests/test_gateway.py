@@ -203,3 +203,18 @@ async def test_concurrent_calls_spread_over_keys(sim, make_config):
     assert len(results) == 12
     counts = [keys_used(sim).count(fp(k)) for k in keys]
     assert counts == [3, 3, 3, 3]
+
+
+async def test_size_limits_are_clear_errors(sim, make_config):
+    data = two_provider_config(sim, ["sim-ok-limits00001"], [])
+    data["limits"] = {"max_prompt_chars": 100, "max_messages": 3, "max_conversation_turns": 4}
+    async with Keygate(make_config(data)) as gate:
+        with pytest.raises(InvalidRequest, match=r"101 characters, the limit is 100 \(\[limits\] max_prompt_chars\)"):
+            await gate.complete(prompt="x" * 101)
+        with pytest.raises(InvalidRequest, match="4 messages, the limit is 3"):
+            await gate.complete(messages=[InputMessage(role="user", content="m")] * 4)
+        first = await gate.complete(prompt="one")
+        await gate.complete(prompt="two", conversation_id=first.conversation_id)
+        with pytest.raises(InvalidRequest, match="the limit is 4 .* start a new one"):
+            await gate.complete(prompt="three", conversation_id=first.conversation_id)
+    assert len(sim_log(sim)) == 2

@@ -137,6 +137,7 @@ async def test_bad_input_gives_clear_errors_and_writes_nothing(sim, tmp_path):
             ({"prompt": "a", "conversation_id": "x/../../y"}, "conversation_id must be"),
             ({"messages": [{"role": "robot", "content": "b"}]}, "role"),
             ({"prompt": "a", "temperature": 9}, "temperature"),
+            ({"promt": "a"}, "unknown argument(s) 'promt' for complete; expected some of: conversation_id"),
         ]
         for args, expected in cases:
             result = await client.call_tool("complete", args)
