@@ -215,6 +215,6 @@ async def test_size_limits_are_clear_errors(sim, make_config):
             await gate.complete(messages=[InputMessage(role="user", content="m")] * 4)
         first = await gate.complete(prompt="one")
         await gate.complete(prompt="two", conversation_id=first.conversation_id)
-        with pytest.raises(InvalidRequest, match="the limit is 4 .* start a new one"):
+        with pytest.raises(InvalidRequest, match=r"the limit is 4 .* start a new one"):
             await gate.complete(prompt="three", conversation_id=first.conversation_id)
     assert len(sim_log(sim)) == 2
