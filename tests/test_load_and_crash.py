@@ -18,7 +18,7 @@ from .test_http import ServerProcess, free_port, streamable
 pytestmark = pytest.mark.anyio
 
 KEYS = [f"sim-ok-load-key-{i:02d}" for i in range(10)]
-CONCURRENCY = 100
+CONCURRENCY = 500  # every call in flight at once
 COOLING = "sim-ratelimit-load-cool"
 
 
