@@ -11,8 +11,8 @@ import httpx2
 
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
-from ..outcomes import Outcome, Verdict, parse_retry_after_headers
-from .base import CallParams, Headroom, MalformedResponse, StreamFailed, header_int, short_reason, sse_json
+from ..outcomes import Headroom, Outcome, Verdict, parse_retry_after_headers
+from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
 from .turns import alternating, split_system
 
 API_VERSION = "2023-06-01"
@@ -94,16 +94,16 @@ def _usage(usage: Mapping[str, Any]) -> Usage:
     return Usage(prompt, int(usage.get("output_tokens") or 0))
 
 
-class AnthropicStream:
+class AnthropicStream(TextStream):
     """message_start … content_block_delta … message_delta … message_stop; `error` events fail the attempt."""
 
+    end_marker = "message_stop"
+
     def __init__(self) -> None:
-        self.parts: list[str] = []
+        super().__init__()
         self.stop: str | None = None
         self.input_usage: Mapping[str, Any] = {}
         self.output_tokens = 0
-        self.model = ""
-        self.stopped = False
 
     def feed(self, event: str | None, data: str) -> str:
         payload = sse_json(data)
@@ -125,15 +125,10 @@ class AnthropicStream:
             self.stop = (payload.get("delta") or {}).get("stop_reason") or self.stop
             self.output_tokens = int((payload.get("usage") or {}).get("output_tokens") or self.output_tokens)
         elif kind == "message_stop":
-            self.stopped = True
+            stop = self.stop or "end_turn"
+            self.finish_reason = STOP_REASONS.get(stop, stop)
+            self.usage = _usage({**self.input_usage, "output_tokens": self.output_tokens})
         return ""
-
-    def finish(self) -> Completion:
-        if not self.stopped:
-            raise MalformedResponse("no message_stop before the stream ended")
-        stop = self.stop or "end_turn"
-        usage = _usage({**self.input_usage, "output_tokens": self.output_tokens})
-        return Completion("".join(self.parts), STOP_REASONS.get(stop, stop), usage, self.model)
 
 
 _ERROR_STATUS = {

@@ -20,7 +20,7 @@ import anyio
 import httpx2
 
 from ..keys.secret import ApiKey, scrub
-from ..messages import Completion, Message
+from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict
 
 OnText = Callable[[str], Awaitable[None]]
@@ -53,6 +53,24 @@ class StreamFailed(Exception):
     def __init__(self, verdict: Verdict) -> None:
         super().__init__(verdict.reason)
         self.verdict = verdict
+
+
+class TextStream:
+    """What every stream decoder accumulates. The answer is complete only once the API's end marker
+    has set `finish_reason`; until then `finish()` refuses, so a cut stream is never an answer."""
+
+    end_marker = "finish reason"
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage = Usage()
+        self.model = ""
+
+    def finish(self) -> Completion:
+        if self.finish_reason is None:
+            raise MalformedResponse(f"no {self.end_marker} before the stream ended")
+        return Completion("".join(self.parts), self.finish_reason, self.usage, self.model)
 
 
 class StreamDecoder(Protocol):

@@ -12,7 +12,7 @@ import httpx2
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict, parse_go_duration, parse_wait_phrase, retry_after_from
-from .base import CallParams, MalformedResponse, StreamFailed, short_reason, sse_json
+from .base import CallParams, MalformedResponse, StreamFailed, TextStream, short_reason, sse_json
 from .turns import alternating, split_system
 
 FINISH_REASONS = {
@@ -101,14 +101,10 @@ def _usage(body: Mapping[str, Any]) -> Usage:
     return Usage(int(meta.get("promptTokenCount") or 0), int(meta.get("candidatesTokenCount") or 0))
 
 
-class GeminiStream:
+class GeminiStream(TextStream):
     """`data: {GenerateContentResponse}` frames; the last carries finishReason; `{"error": …}` fails it."""
 
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage = Usage()
-        self.model = ""
+    end_marker = "finishReason"
 
     def feed(self, event: str | None, data: str) -> str:
         frame = sse_json(data)
@@ -127,11 +123,6 @@ class GeminiStream:
         if text:
             self.parts.append(text)
         return text
-
-    def finish(self) -> Completion:
-        if self.finish_reason is None:
-            raise MalformedResponse("no finishReason before the stream ended")
-        return Completion("".join(self.parts), self.finish_reason, self.usage, self.model)
 
 
 def _details(error: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:

@@ -10,8 +10,8 @@ import httpx2
 
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
-from ..outcomes import LONG_WAIT_S, Outcome, Verdict, parse_go_duration, retry_after_from
-from .base import CallParams, Headroom, MalformedResponse, StreamFailed, header_int, short_reason, sse_json
+from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict, parse_go_duration, retry_after_from
+from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
 
 QUOTA_CODES = frozenset(
     {
@@ -132,14 +132,10 @@ class OpenAIProvider:
         return openai_headroom(headers)
 
 
-class OpenAIStream:
+class OpenAIStream(TextStream):
     """`data: {chat.completion.chunk}` … `data: [DONE]`; complete only once a finish_reason arrived."""
 
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage = Usage()
-        self.model = ""
+    end_marker = "finish_reason"
 
     def feed(self, event: str | None, data: str) -> str:
         if data.strip() == "[DONE]":
@@ -169,11 +165,6 @@ class OpenAIStream:
         if text:
             self.parts.append(text)
         return text
-
-    def finish(self) -> Completion:
-        if self.finish_reason is None:
-            raise MalformedResponse("no finish_reason before the stream ended")
-        return Completion("".join(self.parts), self.finish_reason, self.usage, self.model)
 
 
 def openai_headroom(headers: Mapping[str, str]) -> Headroom | None:
