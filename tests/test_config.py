@@ -112,3 +112,12 @@ def test_config_path_precedence(tmp_path):
     path.write_text('[providers.x]\nkeys = []\n[models.m]\nprovider = "x"\n', encoding="utf-8")
     assert list(load_config(None, {"KEYGATE_CONFIG": str(path)}).models) == ["m"]
     assert list(load_config(None, {"OPENAI_API_KEY": "sk-x"}).providers) == ["openai"]
+
+
+def test_public_names_load_on_first_use():
+    import mcp_keygate
+
+    for name in mcp_keygate.__all__:
+        assert getattr(mcp_keygate, name) is not None
+    with pytest.raises(AttributeError):
+        mcp_keygate.nothing_here  # noqa: B018
