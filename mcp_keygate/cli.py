@@ -62,7 +62,8 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
     port = config.server.port if args.port is None else args.port
     try:
         tokens = TokenRegistry(config.resolve_tokens())
-        server = build_server(gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False)
+        metrics = Metrics(gateway.pool)
+        server = build_server(gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False, metrics=metrics)
         app = build_http_app(
             gateway,
             server,
@@ -70,7 +71,7 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
             host=host,
             settings=config.server,
             tokens=tokens,
-            metrics=Metrics(gateway.pool),
+            metrics=metrics,
         )
     except (ConfigError, UnsafeBind) as exc:
         return _fail(str(exc), 2)

@@ -34,7 +34,12 @@ INSTRUCTIONS = (
 
 
 def build_server(
-    gateway: Keygate, *, log_level: str = "INFO", tokens: TokenRegistry | None = None, owns_gateway: bool = True
+    gateway: Keygate,
+    *,
+    log_level: str = "INFO",
+    tokens: TokenRegistry | None = None,
+    owns_gateway: bool = True,
+    metrics: Any = None,
 ) -> MCPServer:
     """An MCPServer for `gateway`. Over stdio its lifespan opens and closes the gateway; over HTTP
     the app's lifespan does (`owns_gateway=False`), since the SDK enters this one per SSE session."""
@@ -131,8 +136,12 @@ def build_server(
             )
         except (InvalidRequest, UnknownConversation, RouteFailed, RequestRejected, CallTimedOut) as exc:
             log.info("complete by %s failed: %s", owner, type(exc).__name__)
+            if metrics is not None:
+                metrics.on_call(owner, type(exc).__name__)
             raise tool_error(exc) from None
         log.info("complete by %s answered by %s with key %s", owner, result.model, result.key_id)
+        if metrics is not None:
+            metrics.on_call(owner, "ok")
         return result
 
     @server.tool()

@@ -199,6 +199,7 @@ async def test_health_is_open_and_metrics_count_calls(server):
     assert 'keygate_upstream_requests_total{key_id="primary:' in text and 'outcome="ok"' in text
     assert 'keygate_keys{provider="primary",state="ready"} 2.0' in text
     assert "keygate_upstream_latency_seconds_bucket" in text
+    assert 'keygate_tool_calls_total{caller="alice",result="ok"} 1.0' in text
 
 
 async def test_conversations_belong_to_the_token_that_made_them(server):
