@@ -63,6 +63,9 @@ class ServerConfig(_Strict):
     allowed_origins: list[str] = Field(default_factory=list)
     json_response: bool = Field(False, description="streamable HTTP: plain JSON replies (no progress events)")
     shutdown_grace_s: float = Field(10.0, gt=0, description="how long in-flight calls may finish on SIGTERM")
+    enable_reset_key: bool = Field(
+        False, description="offer the operator tool reset_key (every transport); any caller may then use it"
+    )
 
 
 class LimitsConfig(_Strict):

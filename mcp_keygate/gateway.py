@@ -26,13 +26,18 @@ from .router import Notify, Router
 from .schemas import (
     AttemptOut,
     CompleteResult,
+    ConversationResult,
+    ConversationsResult,
+    ConversationSummary,
+    ConversationTurn,
     InputMessage,
     KeyStatusResult,
     ModelInfo,
     ModelsResult,
+    ResetResult,
     UsageOut,
 )
-from .status import key_rows
+from .status import iso_time, key_rows
 from .store import Store, open_store
 
 log = logging.getLogger("mcp_keygate")
@@ -286,6 +291,52 @@ class Keygate:
                 )
             )
         return ModelsResult(models=infos, routes=self.config.route_names())
+
+    async def list_conversations(self, owner: str = LOCAL_OWNER, limit: int = 20) -> ConversationsResult:
+        if not 1 <= limit <= 500:
+            raise InvalidRequest(f"limit: must be between 1 and 500 (got {limit})")
+        infos = await self.store.list_conversations(limit, owner)
+        return ConversationsResult(
+            conversations=[
+                ConversationSummary(
+                    conversation_id=i.id,
+                    turns=i.turns,
+                    created_at=iso_time(i.created_at),
+                    updated_at=iso_time(i.updated_at),
+                )
+                for i in infos
+            ]
+        )
+
+    async def get_conversation(self, conversation_id: str, owner: str = LOCAL_OWNER) -> ConversationResult:
+        try:
+            validate_conversation_id(conversation_id)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        turns = await load_history(self.store, conversation_id, owner)
+        return ConversationResult(
+            conversation_id=conversation_id,
+            turns=[
+                ConversationTurn(
+                    role=t.role,
+                    content=t.content,
+                    model=t.model,
+                    provider=t.provider,
+                    key_id=t.key_id,
+                    created_at=iso_time(t.created_at) if t.created_at else None,
+                )
+                for t in turns
+            ],
+        )
+
+    async def reset_key(self, key_id: str) -> ResetResult:
+        """Operator reset: forget every hold on the key (it is `ready` again)."""
+        if not await self.pool.reset(key_id):
+            known = ", ".join(k.key_id for ks in self.keys.values() for k in ks) or "none"
+            raise InvalidRequest(f"key_id: unknown key {key_id!r}; known: {known}")
+        await self.store.save_keys(self.pool.take_dirty())
+        log.info("key %s reset by an operator", key_id)
+        return ResetResult(key_id=key_id, state="ready")
 
     async def key_status(self, provider: str | None = None) -> KeyStatusResult:
         if provider is not None and provider not in self.config.providers:

@@ -73,3 +73,33 @@ class KeyStatusRow(BaseModel):
 
 class KeyStatusResult(BaseModel):
     keys: list[KeyStatusRow]
+
+
+class ConversationSummary(BaseModel):
+    conversation_id: str
+    turns: int
+    created_at: str
+    updated_at: str
+
+
+class ConversationsResult(BaseModel):
+    conversations: list[ConversationSummary]
+
+
+class ConversationTurn(BaseModel):
+    role: str
+    content: str
+    model: str | None = Field(description="for answers: the model (config name) that wrote it")
+    provider: str | None
+    key_id: str | None
+    created_at: str | None
+
+
+class ConversationResult(BaseModel):
+    conversation_id: str
+    turns: list[ConversationTurn]
+
+
+class ResetResult(BaseModel):
+    key_id: str
+    state: str

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
@@ -22,14 +22,23 @@ from .conversations import UnknownConversation
 from .gateway import CallTimedOut, InvalidRequest, Keygate
 from .keys.secret import scrub
 from .router import RequestRejected, RouteFailed
-from .schemas import CompleteResult, InputMessage, KeyStatusResult, ModelsResult
+from .schemas import (
+    CompleteResult,
+    ConversationResult,
+    ConversationsResult,
+    InputMessage,
+    KeyStatusResult,
+    ModelsResult,
+    ResetResult,
+)
 
 log = logging.getLogger("mcp_keygate.server")
 
 INSTRUCTIONS = (
     "mcp-keygate calls LLM APIs for you with rotating keys and model fallback. Use `complete` to ask a "
     "model (pass the returned conversation_id to continue a conversation), `list_models` to see models "
-    "and routes, and `key_status` to see which keys are cooling and why."
+    "and routes, `key_status` to see which keys are cooling and why, and `list_conversations` / "
+    "`get_conversation` to look back."
 )
 
 
@@ -158,5 +167,56 @@ def build_server(
             return await gateway.key_status(provider)
         except InvalidRequest as exc:
             raise tool_error(exc) from None
+
+    @server.tool()
+    async def list_conversations(
+        ctx: Context, limit: Annotated[int, Field(ge=1, le=500, description="newest first")] = 20
+    ) -> ConversationsResult:
+        """Your conversations, newest first, with how many turns each holds."""
+        return await gateway.list_conversations(caller(ctx), limit)
+
+    @server.tool()
+    async def get_conversation(ctx: Context, conversation_id: str) -> ConversationResult:
+        """A conversation's history, with the model, provider and key that wrote each answer."""
+        try:
+            return await gateway.get_conversation(conversation_id, caller(ctx))
+        except (InvalidRequest, UnknownConversation) as exc:
+            raise tool_error(exc) from None
+
+    if gateway.config.server.enable_reset_key:
+
+        @server.tool()
+        async def reset_key(ctx: Context, key_id: Annotated[str, Field(description="from key_status")]) -> ResetResult:
+            """Operators: make a key ready again now (after a top-up, or a fixed key)."""
+            log.warning("reset_key %s requested by %s", key_id, caller(ctx))
+            try:
+                return await gateway.reset_key(key_id)
+            except InvalidRequest as exc:
+                raise tool_error(exc) from None
+
+    @server.resource("keygate://keys", name="keys", mime_type="application/json")
+    async def keys_resource() -> str:
+        """Every key's state, why, and for how long (the key_status table)."""
+        return (await gateway.key_status()).model_dump_json(indent=2)
+
+    @server.resource("keygate://models", name="models", mime_type="application/json")
+    async def models_resource() -> str:
+        """Models and routes, with how many keys are ready."""
+        return (await gateway.list_models()).model_dump_json(indent=2)
+
+    @server.resource("keygate://conversations", name="conversations", mime_type="application/json")
+    async def conversations_resource() -> str:
+        """This server's local conversations (over HTTP with tokens, use the list_conversations tool)."""
+        if tokens is not None and tokens.enabled:
+            return '{"note": "conversations belong to each token: use the list_conversations tool"}'
+        return (await gateway.list_conversations(LOCAL_OWNER, 50)).model_dump_json(indent=2)
+
+    @server.resource("keygate://conversations/{conversation_id}", name="conversation", mime_type="application/json")
+    async def conversation_resource(conversation_id: str, ctx: Context) -> str:
+        """One conversation, with which model answered each turn."""
+        try:
+            return (await gateway.get_conversation(conversation_id, caller(ctx))).model_dump_json(indent=2)
+        except (InvalidRequest, UnknownConversation) as exc:
+            raise ResourceError(scrub(str(exc), gateway.secrets)) from None
 
     return server

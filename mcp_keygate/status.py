@@ -10,10 +10,12 @@ from .keys.state import Hold, KeyRecord
 from .schemas import KeyStatusRow
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
+def iso_time(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else iso_time(ts)
 
 
 def _row(record: KeyRecord, hold: Hold | None, model: str | None, now: float) -> KeyStatusRow:

@@ -1,0 +1,70 @@
+"""Looking back: MCP resources (keygate://…), list_conversations / get_conversation, and the
+operator-only reset_key tool — through the SDK's in-process client, the simulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mcp import Client
+
+from mcp_keygate.config import parse_config
+from mcp_keygate.gateway import Keygate
+from mcp_keygate.server import build_server
+
+from .conftest import two_provider_config
+
+pytestmark = pytest.mark.anyio
+
+
+def server_for(sim, primary: list[str], backup: list[str], **server_settings):
+    data = two_provider_config(sim, primary, backup)
+    data["providers"]["primary"]["strategy"] = "priority"
+    if server_settings:
+        data["server"] = server_settings
+    return build_server(Keygate(parse_config(data)))
+
+
+async def test_resources_and_conversation_tools_show_who_answered(sim):
+    server = server_for(sim, ["sim-ratelimit-res00001", "sim-ok-res0000002"], ["sim-ok-res0000003"])
+    async with Client(server) as client:
+        first = (await client.call_tool("complete", {"prompt": "one", "system": "brief"})).structured_content
+        cid = first["conversation_id"]
+        await client.call_tool("complete", {"prompt": "two", "conversation_id": cid, "model": "big"})
+        resources = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert resources == {"keygate://keys", "keygate://models", "keygate://conversations"}
+        keys = json.loads((await client.read_resource("keygate://keys")).contents[0].text)["keys"]
+        assert [k["state"] for k in keys if k["provider"] == "primary"] == ["cooling", "ready"]
+        models = json.loads((await client.read_resource("keygate://models")).contents[0].text)
+        assert models["routes"] == {"default": ["mini", "big"]}
+        listed = json.loads((await client.read_resource("keygate://conversations")).contents[0].text)
+        assert [c["conversation_id"] for c in listed["conversations"]] == [cid]
+        history = json.loads((await client.read_resource(f"keygate://conversations/{cid}")).contents[0].text)
+        tool = (await client.call_tool("get_conversation", {"conversation_id": cid})).structured_content
+        assert history == tool
+        assert [(t["role"], t["model"]) for t in history["turns"]] == [
+            ("system", None), ("user", None), ("assistant", "mini"), ("user", None), ("assistant", "big")
+        ]
+        assert history["turns"][4]["provider"] == "backup" and history["turns"][2]["key_id"] == first["key_id"]
+        summaries = (await client.call_tool("list_conversations", {"limit": 5})).structured_content
+        assert summaries["conversations"][0] == {**summaries["conversations"][0], "conversation_id": cid, "turns": 5}
+        missing = await client.call_tool("get_conversation", {"conversation_id": "c_nope"})
+        assert missing.is_error and "does not exist" in missing.content[0].text
+
+
+async def test_reset_key_is_offered_only_when_enabled(sim):
+    plain = server_for(sim, ["sim-ratelimit-res00010"], ["sim-ok-res0000011"])
+    async with Client(plain) as client:
+        assert "reset_key" not in {t.name for t in (await client.list_tools()).tools}
+    guarded = server_for(sim, ["sim-ratelimit-res00020", "sim-ok-res0000021"], ["sim-ok-res0000022"], enable_reset_key=True)
+    async with Client(guarded) as client:
+        await client.call_tool("complete", {"prompt": "cool one key"})
+        rows = (await client.call_tool("key_status", {"provider": "primary"})).structured_content["keys"]
+        cooling = rows[0]["key_id"]
+        assert rows[0]["state"] == "cooling"
+        reset = await client.call_tool("reset_key", {"key_id": cooling})
+        assert reset.structured_content == {"key_id": cooling, "state": "ready"}
+        rows = (await client.call_tool("key_status", {"provider": "primary"})).structured_content["keys"]
+        assert [r["state"] for r in rows] == ["ready", "ready"]
+        unknown = await client.call_tool("reset_key", {"key_id": "primary:000000"})
+        assert unknown.is_error and "unknown key 'primary:000000'" in unknown.content[0].text
