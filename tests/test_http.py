@@ -253,7 +253,8 @@ async def test_fifty_concurrent_clients_lose_and_duplicate_nothing(server, tmp_p
 
 
 async def test_sigterm_lets_an_in_flight_call_finish(server, sim, tmp_path):
-    httpx2.post(f"{sim.url}/_sim/reset", json={"defaults": {"latency_ms": 1500}}).raise_for_status()
+    # The upstream takes 4 s; SIGTERM comes at 2 s, when the call is surely in flight even on a busy machine.
+    httpx2.post(f"{sim.url}/_sim/reset", json={"defaults": {"latency_ms": 4000}}).raise_for_status()
     outcome: dict = {}
 
     async def slow_call() -> None:
@@ -269,7 +270,7 @@ async def test_sigterm_lets_an_in_flight_call_finish(server, sim, tmp_path):
     headers = {"Authorization": f"Bearer {ALICE}", "Accept": "application/json, text/event-stream"}
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_call)
-        await anyio.sleep(0.7)
+        await anyio.sleep(2.0)
         server.proc.send_signal(signal.SIGTERM)
         await anyio.sleep(0.2)
         async with httpx2.AsyncClient() as late:
