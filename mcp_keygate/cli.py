@@ -1,4 +1,4 @@
-"""`mcp-keygate serve | status | check | simulator | demo`.
+"""`mcp-keygate serve | status | check | simulator | install | demo`.
 
 Heavy modules are imported inside each command, so `serve` over stdio starts fast and
 `check`/`status` never load the MCP SDK.
@@ -152,6 +152,29 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .install import InstallError, install, server_entry
+
+    config = Path(args.config) if args.config else None
+    if args.print:
+        print(json.dumps({"mcpServers": {args.name: server_entry(config)}}, indent=2))
+        return 0
+
+    def confirm() -> bool:
+        if not sys.stdin.isatty():
+            print("Not a terminal: pass --yes to write.", file=sys.stderr)
+            return False
+        return input("Write this change? [y/N] ").strip().lower() in ("y", "yes")
+
+    try:
+        return install(args.client, config, args.name, Path(args.path) if args.path else None, args.yes, confirm)
+    except InstallError as exc:
+        return _fail(str(exc))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -195,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--scenario", help="TOML scenario file (see docs in mcp_keygate/simulator/scenario.py)")
     sim.set_defaults(func=cmd_simulator)
+
+    install = sub.add_parser("install", help="register mcp-keygate in Claude Desktop, Claude Code or Cursor")
+    install.add_argument("client", choices=["claude-desktop", "claude-code", "cursor"])
+    install.add_argument("--config", help="the keygate config the client should start with (keys as env references)")
+    install.add_argument("--name", default="keygate", help="the server's name in the client (default keygate)")
+    install.add_argument("--path", help="the client's config file (default: where that client keeps it)")
+    install.add_argument("--print", action="store_true", help="print the snippet only; write nothing")
+    install.add_argument("--yes", action="store_true", help="write without asking (the diff is still shown)")
+    install.set_defaults(func=cmd_install)
 
     demo = sub.add_parser("demo", help="an offline demo: simulator + real server + real client")
     demo.set_defaults(func=cmd_demo)

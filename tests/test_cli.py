@@ -161,3 +161,35 @@ def test_demo_runs_offline_and_reads_well_in_a_file():
 def test_help_and_version(args):
     proc = run_cli(*args)
     assert proc.returncode == 0 and "mcp-keygate" in proc.stdout
+
+
+def test_install_prints_a_snippet_without_secrets(tmp_path):
+    config = tmp_path / "keygate.toml"
+    config.write_text('[providers.openai]\nkeys = ["${OPENAI_API_KEY}"]\n', encoding="utf-8")
+    proc = run_cli("install", "claude-desktop", "--config", str(config), "--print", env={"OPENAI_API_KEY": "sk-never-printed-000"})
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(proc.stdout)["mcpServers"]["keygate"]
+    assert entry["args"] == ["-m", "mcp_keygate", "serve", "--config", str(config.resolve())]
+    assert "sk-never" not in proc.stdout and "env" not in entry
+
+
+def test_install_merges_with_a_diff_and_a_backup(tmp_path):
+    config = tmp_path / "keygate.toml"
+    config.write_text("", encoding="utf-8")
+    target = tmp_path / "claude_desktop_config.json"
+    target.write_text(json.dumps({"mcpServers": {"other": {"command": "x"}}, "theme": "dark"}), encoding="utf-8")
+    refused = run_cli("install", "claude-desktop", "--config", str(config), "--path", str(target))
+    assert refused.returncode == 1 and "pass --yes" in refused.stderr
+    assert '+    "keygate": {' in refused.stdout  # the diff is shown first
+    assert json.loads(target.read_text())["mcpServers"].keys() == {"other"}  # nothing written without consent
+    done = run_cli("install", "claude-desktop", "--config", str(config), "--path", str(target), "--yes")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(target.read_text())
+    assert set(data["mcpServers"]) == {"other", "keygate"} and data["theme"] == "dark"
+    assert "Backup:" in done.stdout and len(list(tmp_path.glob("claude_desktop_config.json.bak-*"))) == 1
+    again = run_cli("install", "claude-desktop", "--config", str(config), "--path", str(target), "--yes")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    bad = run_cli("install", "cursor", "--config", str(config), "--path", str(broken), "--yes")
+    assert bad.returncode == 1 and "is not valid JSON" in bad.stderr and broken.read_text() == "{not json"

@@ -43,7 +43,11 @@ async def test_resources_and_conversation_tools_show_who_answered(sim):
         tool = (await client.call_tool("get_conversation", {"conversation_id": cid})).structured_content
         assert history == tool
         assert [(t["role"], t["model"]) for t in history["turns"]] == [
-            ("system", None), ("user", None), ("assistant", "mini"), ("user", None), ("assistant", "big")
+            ("system", None),
+            ("user", None),
+            ("assistant", "mini"),
+            ("user", None),
+            ("assistant", "big"),
         ]
         assert history["turns"][4]["provider"] == "backup" and history["turns"][2]["key_id"] == first["key_id"]
         summaries = (await client.call_tool("list_conversations", {"limit": 5})).structured_content
@@ -56,7 +60,9 @@ async def test_reset_key_is_offered_only_when_enabled(sim):
     plain = server_for(sim, ["sim-ratelimit-res00010"], ["sim-ok-res0000011"])
     async with Client(plain) as client:
         assert "reset_key" not in {t.name for t in (await client.list_tools()).tools}
-    guarded = server_for(sim, ["sim-ratelimit-res00020", "sim-ok-res0000021"], ["sim-ok-res0000022"], enable_reset_key=True)
+    guarded = server_for(
+        sim, ["sim-ratelimit-res00020", "sim-ok-res0000021"], ["sim-ok-res0000022"], enable_reset_key=True
+    )
     async with Client(guarded) as client:
         await client.call_tool("complete", {"prompt": "cool one key"})
         rows = (await client.call_tool("key_status", {"provider": "primary"})).structured_content["keys"]
