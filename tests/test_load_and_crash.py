@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 KEYS = [f"sim-ok-load-key-{i:02d}" for i in range(10)]
 CONCURRENCY = 500  # every call in flight at once
-COOLING = "sim-ratelimit-load-cool"
+COOLING = "sim-ratelimit-600s-load-cool"  # a long cooldown, so a slow machine cannot outlive it
 
 
 def load_config(tmp_path, sim) -> dict:
@@ -123,5 +123,5 @@ async def test_sigkill_mid_load_leaves_a_clean_consistent_state(sim, tmp_path):
     finally:
         restarted.stop()
     cooling = [r for r in rows if r["state"] == "cooling"]
-    assert len(cooling) == 1 and cooling[0]["ready_in_s"] > 20  # the cooldown survived the kill
+    assert len(cooling) == 1 and cooling[0]["ready_in_s"] > 400  # the cooldown survived the kill
     assert not again.is_error
