@@ -17,7 +17,7 @@ import httpx2
 
 from .auth import LOCAL_OWNER
 from .config import Config, state_path
-from .conversations import load_history, new_conversation_id, request_messages, validate_conversation_id
+from .conversations import InvalidConversationId, load_history, new_conversation_id, request_messages
 from .keys.pool import KeyPool
 from .keys.rules import PoolPolicy
 from .messages import Message, Turn
@@ -189,11 +189,7 @@ class Keygate:
             conversation_id = new_conversation_id()
             history: list[Turn] = []
         else:
-            try:
-                validate_conversation_id(conversation_id)
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from None
-            history = await load_history(self.store, conversation_id, owner)
+            history = await self._history(conversation_id, owner)
             room = self.config.limits.max_conversation_turns - len(history)
             if room < len(new) + 1:
                 raise InvalidRequest(
@@ -308,12 +304,15 @@ class Keygate:
             ]
         )
 
-    async def get_conversation(self, conversation_id: str, owner: str = LOCAL_OWNER) -> ConversationResult:
+    async def _history(self, conversation_id: str, owner: str) -> list[Turn]:
+        """The owner's history; a malformed id is a request error naming the field."""
         try:
-            validate_conversation_id(conversation_id)
-        except ValueError as exc:
+            return await load_history(self.store, conversation_id, owner)
+        except InvalidConversationId as exc:
             raise InvalidRequest(str(exc)) from None
-        turns = await load_history(self.store, conversation_id, owner)
+
+    async def get_conversation(self, conversation_id: str, owner: str = LOCAL_OWNER) -> ConversationResult:
+        turns = await self._history(conversation_id, owner)
         return ConversationResult(
             conversation_id=conversation_id,
             turns=[

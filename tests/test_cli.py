@@ -166,7 +166,9 @@ def test_help_and_version(args):
 def test_install_prints_a_snippet_without_secrets(tmp_path):
     config = tmp_path / "keygate.toml"
     config.write_text('[providers.openai]\nkeys = ["${OPENAI_API_KEY}"]\n', encoding="utf-8")
-    proc = run_cli("install", "claude-desktop", "--config", str(config), "--print", env={"OPENAI_API_KEY": "sk-never-printed-000"})
+    proc = run_cli(
+        "install", "claude-desktop", "--config", str(config), "--print", env={"OPENAI_API_KEY": "sk-never-printed-000"}
+    )
     assert proc.returncode == 0, proc.stderr
     entry = json.loads(proc.stdout)["mcpServers"]["keygate"]
     assert entry["args"] == ["-m", "mcp_keygate", "serve", "--config", str(config.resolve())]

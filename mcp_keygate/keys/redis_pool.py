@@ -91,14 +91,8 @@ class RedisKeyPool(PoolBase):
         raws = await self.redis.mget([self._record_key(k.key_id) for k in keys])
         return [self._parse(k, raw) for k, raw in zip(keys, raws, strict=True)]
 
-    def snapshot(self, provider: str | None = None) -> list[KeyRecord]:
-        return []  # nothing is held locally
-
     def take_dirty(self) -> list[KeyRecord]:
         return []  # every change is already in Redis
-
-    def load(self, records: Iterable[KeyRecord]) -> None:
-        return None
 
     # -- choosing ---------------------------------------------------------------------------
 

@@ -51,10 +51,6 @@ class SimulatorThread:
     def openai_base(self) -> str:
         return f"{self.url}/v1"
 
-    @property
-    def state(self):
-        return self.app.state.sim
-
 
 def serve_forever(scenario: Scenario | None, host: str, port: int) -> None:
     """Foreground mode for `mcp-keygate simulator`."""
