@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -98,6 +99,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budgets(config: Any, records: list[Any]) -> dict[str, Any]:
+    """Each key's client-side budget: per key when the keys resolve here, else the provider's."""
+    from .config import ConfigError
+
+    budgets = {r.key_id: config.providers[r.provider].budget() for r in records if r.provider in config.providers}
+    try:
+        budgets.update({k.key_id: k.budget for ks in config.resolve_keys().values() for k in ks})
+    except ConfigError:
+        pass  # the keys' env vars are not set in this shell: provider-wide budgets are the best guess
+    return budgets
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import time
 
@@ -134,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         records = anyio.run(read)
     except (StoreError, OSError) as exc:
         return _fail(f"cannot read the state store: {exc}")
-    rows = key_rows(records, time.time())
+    rows = key_rows(records, time.time(), _budgets(config, records))
     print(render_json(rows) if args.json else render_table(rows))
     return 0
 

@@ -16,7 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .keys.secret import ApiKey
+from .keys.budget import NO_BUDGET, Budget
+from .keys.secret import ApiKey, keys_for
 from .presets import PRESETS, ProviderType
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -79,11 +80,31 @@ class LimitsConfig(_Strict):
     call_timeout_s: float = Field(300.0, gt=0, description="a whole complete call, fallbacks and waits included")
 
 
-class ProviderConfig(_Strict):
+class _BudgetFields(_Strict):
+    rpm: int | None = Field(None, gt=0, description="client-side budget: requests per minute per key")
+    tpm: int | None = Field(None, gt=0, description="client-side budget: tokens (in + out) per minute per key")
+    rpd: int | None = Field(None, gt=0, description="client-side budget: requests per day per key")
+
+    def budget(self, default: Budget = NO_BUDGET) -> Budget:
+        """These limits, each falling back to `default`'s where not given."""
+        return Budget(
+            self.rpm if self.rpm is not None else default.rpm,
+            self.tpm if self.tpm is not None else default.tpm,
+            self.rpd if self.rpd is not None else default.rpd,
+        )
+
+
+class KeyEntry(_BudgetFields):
+    """A key with its own budget: `{ key = "${OPENAI_KEY_2}", rpm = 500 }`."""
+
+    key: str
+
+
+class ProviderConfig(_BudgetFields):
     type: ProviderType = "openai"
     base_url: str | None = None
     api_version: str | None = Field(None, description="Azure: use the deployment path with this api-version")
-    keys: list[str] = Field(default_factory=list)
+    keys: list[str | KeyEntry] = Field(default_factory=list)
     strategy: Literal["balanced", "priority", "round_robin"] = "balanced"
     timeout_s: float = Field(60.0, gt=0, description="one attempt, first byte to last")
     connect_timeout_s: float = Field(10.0, gt=0)
@@ -168,7 +189,9 @@ class Config(_Strict):
         resolved: dict[str, list[ApiKey]] = {}
         for pname, provider in self.providers.items():
             secrets: list[str] = []
-            for i, ref in enumerate(provider.keys):
+            budgets: dict[str, Budget] = {}
+            for i, entry in enumerate(provider.keys):
+                ref = entry if isinstance(entry, str) else entry.key
                 missing = [v for v in _ENV_REF.findall(ref) if not env.get(v)]
                 if missing:
                     problems.append(
@@ -177,11 +200,14 @@ class Config(_Strict):
                     )
                     continue
                 value = _ENV_REF.sub(lambda m: env[m.group(1)], ref)
-                secrets.extend(s.strip() for s in value.split(",") if s.strip())
-            unique = list(dict.fromkeys(secrets))
-            if not unique and not PRESETS[provider.type].key_required:
-                unique = [""]  # keyless (Ollama): one pseudo-key so the pool has something to lease
-            resolved[pname] = [ApiKey.create(pname, s, i) for i, s in enumerate(unique)]
+                found = [s.strip() for s in value.split(",") if s.strip()]
+                secrets.extend(found)
+                if isinstance(entry, KeyEntry):
+                    budgets.update(dict.fromkeys(found, entry.budget(provider.budget())))
+            if not secrets and not PRESETS[provider.type].key_required:
+                secrets = [""]  # keyless (Ollama): one pseudo-key so the pool has something to lease
+            default = provider.budget()
+            resolved[pname] = keys_for(pname, secrets, {s: budgets.get(s, default) for s in secrets})
         if problems:
             raise ConfigError(problems)
         return resolved
@@ -216,7 +242,8 @@ class Config(_Strict):
         """Things that work but should not be left as they are."""
         found: list[str] = []
         for pname, provider in self.providers.items():
-            for i, ref in enumerate(provider.keys):
+            for i, entry in enumerate(provider.keys):
+                ref = entry if isinstance(entry, str) else entry.key
                 if not _ENV_REF.search(ref):
                     found.append(
                         f"providers.{pname}.keys[{i}]: a literal key is written in the config file; "

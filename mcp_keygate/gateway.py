@@ -65,7 +65,13 @@ class Keygate:
         self.keys = config.resolve_keys(env)
         self.secrets = [k.secret for ks in self.keys.values() for k in ks if k.secret]
         policies = {
-            name: PoolPolicy(p.strategy, p.cooldown_s, p.max_cooldown_s, p.quota_cooldown_s)
+            name: PoolPolicy(
+                p.strategy,
+                p.cooldown_s,
+                p.max_cooldown_s,
+                p.quota_cooldown_s,
+                key_budgets={k.key_id: k.budget for k in self.keys.get(name, [])},
+            )
             for name, p in config.providers.items()
         }
         self.providers = {name: build_provider(name, p) for name, p in config.providers.items()}
@@ -341,4 +347,5 @@ class Keygate:
         if provider is not None and provider not in self.config.providers:
             known = ", ".join(sorted(self.config.providers)) or "none configured"
             raise InvalidRequest(f"provider: unknown provider {provider!r}; known: {known}")
-        return KeyStatusResult(keys=key_rows(await self.pool.records(provider), self._clock()))
+        budgets = {k.key_id: k.budget for ks in self.keys.values() for k in ks}
+        return KeyStatusResult(keys=key_rows(await self.pool.records(provider), self._clock(), budgets))

@@ -20,8 +20,9 @@ import httpx2
 
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
+from .keys.budget import Budget
 from .keys.pool import KeyPool, Lease
-from .keys.rules import Fit
+from .keys.rules import Fit, state_for
 from .messages import Completion, Message
 from .outcomes import Outcome, Verdict
 from .providers import CallParams, Provider, send_attempt
@@ -182,8 +183,9 @@ class Router:
                     await notify(f"{name}: dropped the {trimmed} oldest turn(s) to fit its {window}-token window")
             transient_failures = 0
             tried: set[str] = set()
+            cost = self.estimator.estimate(upstream, sent) + (model_params.max_tokens or 0)
             while True:
-                lease = await self.pool.acquire(model.provider, upstream, exclude=tried)
+                lease = await self.pool.acquire(model.provider, upstream, exclude=tried, cost=cost)
                 if lease is Fit.BUSY and wait_on_busy:
                     return Fit.BUSY
                 if not isinstance(lease, Lease):
@@ -273,8 +275,11 @@ class Router:
                 deadline_s=self.config.providers[lease.key.provider].timeout_s,
                 max_bytes=self.config.limits.max_response_bytes,
             )
+            used = None
+            if attempt.completion is not None:
+                used = attempt.completion.usage.input_tokens + attempt.completion.usage.output_tokens or None
             with anyio.CancelScope(shield=True):
-                await self.pool.release(lease, attempt.verdict, attempt.headroom)
+                await self.pool.release(lease, attempt.verdict, attempt.headroom, used)
             released = True
             return attempt.verdict, attempt.completion
         finally:
@@ -333,9 +338,12 @@ class Router:
             return f"provider {model.provider} has no keys configured"
         now = self._clock()
         counts: dict[str, int] = {}
+        budgets = {k.key_id: k.budget for k in keys}
         for record in await self.pool.records(model.provider):
-            held = record.hold_for(upstream, now)
-            state = held.state.value if held else "ready"
+            held = state_for(record, upstream, now, budgets.get(record.key_id, Budget()))
+            state = "ready" if held is None else held.state.value
+            if held is not None and held.reason.startswith("client-side budget"):
+                state += " on their client-side budget"
             counts[state] = counts.get(state, 0) + 1
         return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" of {len(keys)} keys"
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Mapping
 
+from .keys.budget import Budget
+from .keys.rules import state_for
 from .keys.state import Hold, KeyRecord
 from .schemas import KeyStatusRow
 
@@ -37,12 +40,13 @@ def _row(record: KeyRecord, hold: Hold | None, model: str | None, now: float) ->
     )
 
 
-def key_rows(records: list[KeyRecord], now: float) -> list[KeyStatusRow]:
-    """One row per key, or one per model a key is cooling for; a key-wide state wins."""
+def key_rows(records: list[KeyRecord], now: float, budgets: Mapping[str, Budget] | None = None) -> list[KeyStatusRow]:
+    """One row per key, or one per model a key is cooling for; a key-wide state (or spent budget) wins."""
     rows: list[KeyStatusRow] = []
     for record in records:
-        if record.hold is not None and record.hold.active(now):
-            rows.append(_row(record, record.hold, None, now))
+        held = state_for(record, None, now, (budgets or {}).get(record.key_id, Budget()))
+        if held is not None:
+            rows.append(_row(record, held, None, now))
             continue
         cooling = [(m, h) for m, h in sorted(record.model_holds.items()) if h.active(now)]
         if not cooling:

@@ -218,3 +218,34 @@ async def test_size_limits_are_clear_errors(sim, make_config):
         with pytest.raises(InvalidRequest, match=r"the limit is 4 .* start a new one"):
             await gate.complete(prompt="three", conversation_id=first.conversation_id)
     assert len(sim_log(sim)) == 2
+
+
+async def test_budgets_keep_a_silent_provider_free_of_429s_under_concurrency(sim, make_config):
+    """Gemini sends no rate-limit headers, so only the configured budget can keep its keys clear."""
+    keys = [f"sim-ok-budget0000{i}" for i in range(3)]
+    set_scenario(sim, {"keys": {k: {"rpm": 4} for k in keys}})
+    config = make_config(
+        {
+            "state": {"backend": "memory"},
+            "providers": {"g": {"type": "gemini", "base_url": sim.url, "keys": keys, "rpm": 4}},
+            "models": {"flash": {"provider": "g", "model": "gemini-2.5-flash"}},
+        }
+    )
+    answered, refused = [], []
+    async with Keygate(config) as gate:
+
+        async def one(i: int) -> None:
+            try:
+                answered.append(await gate.complete(prompt=f"call {i}", max_wait_s=0))
+            except RouteFailed as error:
+                refused.append(str(error))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(one, i)
+    statuses = [entry["status"] for entry in sim_log(sim)]
+    assert statuses.count(429) == 0
+    assert len(answered) == 12 == statuses.count(200)  # 3 keys × 4 rpm, every one of them used
+    assert len(refused) == 18 and all(
+        "3 cooling on their client-side budget of 3 keys" in message for message in refused
+    )

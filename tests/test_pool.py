@@ -229,3 +229,120 @@ async def test_records_of_removed_keys_are_ignored():
     fresh.load(saved)
     assert [r.key_id for r in await fresh.records()] == [other[0].key_id]
     assert isinstance(await fresh.acquire("p", "m"), Lease)
+
+
+# -- client-side budgets ----------------------------------------------------------------------------
+
+
+async def test_rpm_budget_holds_the_key_until_the_window_moves_on(make_pool):
+    from mcp_keygate.keys.budget import Budget
+
+    pool, keys, clock = await make_pool(1, budget=Budget(rpm=3))
+    for _ in range(3):
+        await pool.release(await lease(pool), OK)
+        clock.advance(1)
+    assert await pool.acquire("p", "m") is Fit.HELD  # the 4th request of the minute is never sent
+    wait = await pool.ready_in("p", "m")
+    assert 57 <= wait <= 59  # the first request's second leaves the window
+    assert await state_of(pool, keys[0]) is KeyState.READY  # a budget is not a hold: nothing failed
+    clock.advance(wait + 0.01)
+    assert isinstance(await pool.acquire("p", "m"), Lease)
+
+
+async def test_budget_counts_leases_in_flight_so_concurrency_cannot_overspend(make_pool):
+    from mcp_keygate.keys.budget import Budget
+
+    pool, keys, clock = await make_pool(2, budget=Budget(rpm=2))
+    leases = []
+    for _ in range(10):
+        got = await pool.acquire("p", "m")
+        if isinstance(got, Lease):
+            leases.append(got)
+        # Headroom is unknown, so each key takes one request at a time: release to open the next slot.
+        for held in leases[len(leases) - 1 :]:
+            await pool.release(held, OK)
+    assert len(leases) == 4  # 2 keys × 2 rpm, however the calls interleave
+    assert {lease.key.key_id for lease in leases} == {k.key_id for k in keys}
+
+
+async def test_tpm_budget_charges_the_estimate_then_what_was_used(make_pool):
+    from mcp_keygate.keys.budget import Budget
+
+    pool, keys, clock = await make_pool(1, budget=Budget(tpm=1000))
+    first = await pool.acquire("p", "m", cost=600)
+    assert isinstance(first, Lease)
+    await pool.release(first, OK, None, used_tokens=200)  # the answer was shorter than reserved
+    second = await pool.acquire("p", "m", cost=700)
+    assert isinstance(second, Lease)  # 200 + 700 ≤ 1000
+    await pool.release(second, OK, None, used_tokens=700)
+    assert await pool.acquire("p", "m", cost=200) is Fit.HELD  # 900 used
+    assert isinstance(await pool.acquire("p", "m", cost=50), Lease)  # a smaller request still fits
+
+
+async def test_per_key_budget_overrides_the_providers(make_pool):
+    from mcp_keygate.keys.budget import Budget
+
+    second_key = ApiKey.create("p", "secret-key-number-0001", 1).key_id
+    pool, keys, clock = await make_pool(2, budget=Budget(rpm=1), key_budgets={second_key: Budget(rpm=3)})
+    got = []
+    for _ in range(6):
+        one = await pool.acquire("p", "m")
+        if isinstance(one, Lease):
+            got.append(one.key.key_id)
+            await pool.release(one, OK)
+    assert got.count(keys[0].key_id) == 1
+    assert got.count(keys[1].key_id) == 3
+
+
+def test_budget_window_is_never_exceeded_at_any_moment():
+    """Charge as fast as the budget allows at random times: no 60 s span ever holds more than rpm."""
+    import random
+
+    from mcp_keygate.keys.budget import Budget, charge, wait_for_budget
+
+    budget, spend, sent = Budget(rpm=7), {}, []
+    rng = random.Random(5)
+    now = 1_000.0
+    for _ in range(400):
+        now += rng.uniform(0, 4)
+        if wait_for_budget(spend, budget, now)[0] == 0:
+            charge(spend, budget, now, 1, 0)
+            sent.append(now)
+    assert len(sent) >= 0.9 * 7 * (now - 1_000) / 60  # and the budget is used, not wasted
+    for i, start in enumerate(sent):
+        assert sum(1 for t in sent[i:] if t < start + 60) <= 7
+
+
+# -- large pools --------------------------------------------------------------------------------
+
+
+async def test_a_large_pool_skips_held_keys_without_losing_any():
+    keys = [ApiKey.create("p", f"secret-key-number-{i:06d}", i) for i in range(5000)]
+    clock = FakeClock()
+    pool = KeyPool({"p": keys}, {"p": PoolPolicy(cooldown_s=100)}, clock)
+    seen = set()
+    for _ in range(5000):  # every key once, each cooling after its request
+        got = await lease(pool)
+        seen.add(got.key.key_id)
+        await pool.release(got, Verdict(Outcome.RATE_LIMITED, 429, None))
+    assert len(seen) == 5000
+    assert await pool.acquire("p", "m") is Fit.HELD
+    clock.advance(100.1)
+    probe = await lease(pool)  # every key is back, each as one half-open probe
+    assert probe.probe
+    await pool.release(probe, OK)
+    await pool.reset(keys[0].key_id)
+
+
+async def test_priority_in_a_large_pool_returns_to_the_first_key_after_its_cooldown():
+    keys = [ApiKey.create("p", f"secret-key-number-{i:06d}", i) for i in range(1000)]
+    clock = FakeClock()
+    pool = KeyPool({"p": keys}, {"p": PoolPolicy(strategy="priority", cooldown_s=10)}, clock)
+    first = await lease(pool)
+    assert first.key.index == 0
+    await pool.release(first, Verdict(Outcome.RATE_LIMITED, 429, None))
+    second = await lease(pool)
+    assert second.key.index == 1
+    await pool.release(second, OK)
+    clock.advance(10.1)
+    assert (await lease(pool)).key.index == 0

@@ -42,3 +42,13 @@ def test_scrub_redacts_key_shaped_strings_it_was_not_told_about():
 
 def test_scrub_leaves_ordinary_text():
     assert scrub("rate limit reached, try again in 30s", [SECRET]) == "rate limit reached, try again in 30s"
+
+
+def test_ids_stay_unique_in_a_huge_pool():
+    from mcp_keygate.keys.secret import key_id_for, keys_for
+
+    secrets = [f"sk-test-{i:07d}-abcdefgh" for i in range(100_000)]
+    keys = keys_for("p", secrets)
+    assert len({k.key_id for k in keys}) == 100_000
+    assert sum(len(k.key_id) > len("p:") + 6 for k in keys) < 1_000  # only colliding ones grow
+    assert keys[0].key_id == key_id_for("p", secrets[0]) or len(keys[0].key_id) == 18

@@ -13,7 +13,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..outcomes import Headroom, Verdict
-from .rules import Fit, PoolPolicy, apply_verdict, candidates_for, choose, earliest_ready, no_lease, reset_record
+from .index import KeyIndex
+from .rules import (
+    Candidate,
+    Fit,
+    PoolPolicy,
+    apply_verdict,
+    charge_lease,
+    choose,
+    earliest_ready,
+    fit_for,
+    no_lease,
+    reset_record,
+    settle_tokens,
+    wait_for,
+)
 from .secret import ApiKey
 from .state import KeyRecord
 
@@ -27,9 +41,13 @@ class Lease:
     model: str
     probe: bool = False
     ticket: str = ""  # the lease's id where leases are shared (Redis)
+    cost: int = 0  # tokens charged to the key's budget in advance (estimate)
 
 
 Pick = Lease | Fit  # a lease, or why there is none: Fit.BUSY (wait a moment) or Fit.HELD (move on)
+
+# A pick weighs this many usable keys from the front of the index (all of them in a small pool).
+USABLE_PER_PICK = 8
 
 
 class PoolBase:
@@ -73,6 +91,7 @@ class KeyPool(PoolBase):
         self._probing: set[tuple[str, str]] = set()
         self._cursor: dict[str, int] = {}
         self._dirty: set[str] = set()
+        self._indexes: dict[tuple[str, str], KeyIndex] = {}
 
     # -- state in and out -------------------------------------------------------------------
 
@@ -109,40 +128,78 @@ class KeyPool(PoolBase):
 
     # -- choosing ---------------------------------------------------------------------------
 
-    async def acquire(self, provider: str, model: str, exclude: Iterable[str] = ()) -> Pick:
-        """Lease the best usable key for (provider, model), or say why none can be leased now."""
+    async def acquire(self, provider: str, model: str, exclude: Iterable[str] = (), cost: int = 0) -> Pick:
+        """Lease the best usable key for (provider, model), or say why none can be leased now.
+
+        `cost` is the request's estimated tokens, charged to the key's budget if it has one.
+        """
         keys = self._keys.get(provider) or []
+        if not keys:
+            return Fit.HELD
         now = self._clock()
-        in_flight = {k.key_id: self._in_flight.get((k.key_id, model), 0) for k in keys}
-        probing = {k.key_id for k in keys if (k.key_id, model) in self._probing}
-        records = [self._records[k.key_id] for k in keys]
-        ids = [(k.key_id, k.index) for k in keys]
-        candidates = candidates_for(ids, records, model, now, in_flight, probing, set(exclude))
-        chosen = choose(self.policy(provider).strategy, candidates, self._cursor.get(provider, 0), len(keys) or 1)
+        policy = self.policy(provider)
+        index = self._index(provider, model, policy.strategy)
+        index.wake(now)
+        skip = set(exclude)
+        candidates: list[Candidate] = []
+        held: list[str] = []
+        usable = 0
+        for key in index.scan():
+            if key.key_id in skip:
+                continue
+            slot = (key.key_id, model)
+            count = self._in_flight.get(slot, 0)
+            record = self._records[key.key_id]
+            fit = fit_for(record, model, now, count, slot in self._probing, policy.budget_for(key.key_id), cost)
+            if fit is Fit.HELD:
+                held.append(key.key_id)
+                continue
+            candidates.append(Candidate(key.key_id, key.index, count, record.last_used or 0.0, fit))
+            if fit is not Fit.BUSY:
+                usable += 1
+                if usable >= USABLE_PER_PICK:
+                    break
+        for key_id in held:
+            wait = wait_for(self._records[key_id], model, now, policy.budget_for(key_id))
+            if wait > 0:  # else only this request is too big for the key's budget: keep it for smaller ones
+                index.park(key_id, now + wait)
+        chosen = choose(policy.strategy, candidates, self._cursor.get(provider, 0), len(keys))
         if chosen is None:
             return no_lease(candidates)
         key = keys[chosen.index]
+        index.leased(key.key_id)
         self._cursor[provider] = (chosen.index + 1) % len(keys)
         self._in_flight[(key.key_id, model)] = chosen.in_flight + 1
         probe = chosen.fit is Fit.PROBE
         if probe:
             self._probing.add((key.key_id, model))
-        return Lease(key, model, probe)
+        if policy.budget_for(key.key_id):
+            charge_lease(self._records[key.key_id], policy, now, cost)
+            self._dirty.add(key.key_id)
+        return Lease(key, model, probe, cost=cost)
+
+    def _index(self, provider: str, model: str, strategy: str) -> KeyIndex:
+        index = self._indexes.get((provider, model))
+        if index is None:
+            index = self._indexes[(provider, model)] = KeyIndex(self._keys[provider], strategy)
+        return index
 
     async def ready_in(self, provider: str, model: str) -> float | None:
         """Seconds until some key can serve (provider, model): 0 now, None if none ever will."""
         records = [self._records[k.key_id] for k in self._keys.get(provider) or []]
-        return earliest_ready(records, model, self._clock())
+        return earliest_ready(records, model, self._clock(), self.policy(provider))
 
     # -- learning ---------------------------------------------------------------------------
 
-    async def release(self, lease: Lease, verdict: Verdict, headroom: Headroom | None = None) -> None:
+    async def release(
+        self, lease: Lease, verdict: Verdict, headroom: Headroom | None = None, used_tokens: int | None = None
+    ) -> None:
         """Return the lease and record what the attempt taught us about the key."""
         self._end_lease(lease)
         record = self._records[lease.key.key_id]
-        apply_verdict(
-            record, lease.model, verdict, headroom, self.policy(lease.key.provider), self._clock(), lease.probe
-        )
+        policy, now = self.policy(lease.key.provider), self._clock()
+        apply_verdict(record, lease.model, verdict, headroom, policy, now, lease.probe)
+        settle_tokens(record, policy, now, lease.cost, used_tokens)
         self._dirty.add(record.key_id)
 
     async def cancel(self, lease: Lease) -> None:
@@ -160,5 +217,8 @@ class KeyPool(PoolBase):
         if record is None:
             return False
         reset_record(record)
+        for (provider, _), index in self._indexes.items():
+            if provider == record.provider:
+                index.unpark(key_id)
         self._dirty.add(key_id)
         return True

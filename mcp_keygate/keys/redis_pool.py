@@ -26,7 +26,18 @@ from redis.exceptions import WatchError
 
 from ..outcomes import Headroom, Verdict
 from .pool import Lease, Pick, PoolBase
-from .rules import Fit, PoolPolicy, apply_verdict, candidates_for, choose, earliest_ready, no_lease, reset_record
+from .rules import (
+    Fit,
+    PoolPolicy,
+    apply_verdict,
+    candidates_for,
+    charge_lease,
+    choose,
+    earliest_ready,
+    no_lease,
+    reset_record,
+    settle_tokens,
+)
 from .secret import ApiKey
 from .state import KeyRecord
 
@@ -96,14 +107,14 @@ class RedisKeyPool(PoolBase):
 
     # -- choosing ---------------------------------------------------------------------------
 
-    async def acquire(self, provider: str, model: str, exclude: Iterable[str] = ()) -> Pick:
+    async def acquire(self, provider: str, model: str, exclude: Iterable[str] = (), cost: int = 0) -> Pick:
         keys = self._keys.get(provider) or []
         if not keys:
             return Fit.HELD
         async with self._acquire_locks[provider]:
-            return await self._acquire(provider, model, keys, exclude)
+            return await self._acquire(provider, model, keys, exclude, cost)
 
-    async def _acquire(self, provider: str, model: str, keys: list[ApiKey], exclude: Iterable[str]) -> Pick:
+    async def _acquire(self, provider: str, model: str, keys: list[ApiKey], exclude: Iterable[str], cost: int) -> Pick:
         skip = set(exclude)
         leases_key = self._leases_key(provider)
         record_keys = [self._record_key(k.key_id) for k in keys]
@@ -119,8 +130,9 @@ class RedisKeyPool(PoolBase):
                     in_flight, probing = _count(live, model)
                     records = [self._parse(k, raw) for k, raw in zip(keys, raws, strict=True)]
                     ids = [(k.key_id, k.index) for k in keys]
-                    candidates = candidates_for(ids, records, model, now, in_flight, probing, skip)
-                    chosen = choose(self.policy(provider).strategy, candidates, cursor, len(keys))
+                    policy = self.policy(provider)
+                    candidates = candidates_for(ids, records, model, now, in_flight, probing, skip, policy, cost)
+                    chosen = choose(policy.strategy, candidates, cursor, len(keys))
                     if chosen is None:
                         await pipe.reset()
                         return no_lease(candidates)
@@ -130,22 +142,29 @@ class RedisKeyPool(PoolBase):
                     pipe.zremrangebyscore(leases_key, -math.inf, now)  # leases of crashed instances
                     pipe.zadd(leases_key, {ticket: now + self.lease_ttl_s})
                     pipe.set(cursor_key, (chosen.index + 1) % len(keys))
+                    if policy.budget_for(chosen.key_id):  # charged in the same transaction as the lease
+                        record = records[chosen.index]
+                        charge_lease(record, policy, now, cost)
+                        pipe.set(record_keys[chosen.index], json.dumps(record.to_dict()))
                     await pipe.execute()
-                    return Lease(keys[chosen.index], model, probe, ticket)
+                    return Lease(keys[chosen.index], model, probe, ticket, cost)
                 except WatchError:
                     await anyio.sleep(random.uniform(0, 0.002))
         raise PoolContention(f"could not lease a key of {provider} after {MAX_TRIES} tries")
 
     async def ready_in(self, provider: str, model: str) -> float | None:
-        return earliest_ready(await self.records(provider), model, self._clock())
+        return earliest_ready(await self.records(provider), model, self._clock(), self.policy(provider))
 
     # -- learning ---------------------------------------------------------------------------
 
-    async def release(self, lease: Lease, verdict: Verdict, headroom: Headroom | None = None) -> None:
+    async def release(
+        self, lease: Lease, verdict: Verdict, headroom: Headroom | None = None, used_tokens: int | None = None
+    ) -> None:
         policy = self.policy(lease.key.provider)
 
         def change(record: KeyRecord, now: float) -> None:
             apply_verdict(record, lease.model, verdict, headroom, policy, now, lease.probe)
+            settle_tokens(record, policy, now, lease.cost, used_tokens)
 
         await self._update(lease.key, change, lease)
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict
+from .budget import NO_BUDGET, Budget, charge, wait_for_budget
 from .state import Hold, KeyRecord, KeyState, Window
 
 
@@ -27,6 +28,13 @@ class PoolPolicy:
     cooldown_s: float = 60.0
     max_cooldown_s: float = 3600.0
     quota_cooldown_s: float = 6 * 3600.0
+    budget: Budget = NO_BUDGET  # every key of the provider
+    key_budgets: dict[str, Budget] | None = None  # key id → its own budget, replacing the provider's
+
+    def budget_for(self, key_id: str) -> Budget:
+        if self.key_budgets and key_id in self.key_budgets:
+            return self.key_budgets[key_id]
+        return self.budget
 
 
 class Fit(enum.Enum):
@@ -36,9 +44,13 @@ class Fit(enum.Enum):
     HELD = "held"  # unusable until a known time (or a reset)
 
 
-def fit_for(record: KeyRecord, model: str, now: float, in_flight: int, probing: bool) -> Fit:
-    """Can `record`'s key take one more request for `model` now?"""
+def fit_for(
+    record: KeyRecord, model: str, now: float, in_flight: int, probing: bool, budget: Budget = NO_BUDGET, cost: int = 0
+) -> Fit:
+    """Can `record`'s key take one more request for `model` (of about `cost` tokens) now?"""
     if record.hold_for(model, now) is not None:
+        return Fit.HELD
+    if budget and wait_for_budget(record.spend, budget, now, cost)[0] > 0:
         return Fit.HELD
     if record.expired_hold_for(model, now) is not None:
         return Fit.BUSY if probing or in_flight else Fit.PROBE
@@ -53,9 +65,27 @@ def fit_for(record: KeyRecord, model: str, now: float, in_flight: int, probing: 
     return Fit.USABLE if in_flight < remaining else Fit.BUSY
 
 
-def wait_for(record: KeyRecord, model: str, now: float) -> float:
-    """Seconds until the holds on `record` for `model` end: 0 when none, inf when only a reset helps."""
-    wait = 0.0
+def budget_hold(record: KeyRecord, budget: Budget, now: float) -> Hold | None:
+    """The budget, shown as the hold it acts like: cooling until the window has room again."""
+    if not budget:
+        return None
+    wait, why = wait_for_budget(record.spend, budget, now)
+    if wait <= 0:
+        return None
+    return Hold(KeyState.COOLING, None if wait == math.inf else now + wait, why, None, now)
+
+
+def state_for(record: KeyRecord, model: str | None, now: float, budget: Budget = NO_BUDGET) -> Hold | None:
+    """What stops the key serving `model` (any model: key-wide holds only) now, budget included."""
+    held = record.hold_for(model, now) if model is not None else None
+    if held is None and record.hold is not None and record.hold.active(now):
+        held = record.hold
+    return held or budget_hold(record, budget, now)
+
+
+def wait_for(record: KeyRecord, model: str, now: float, budget: Budget = NO_BUDGET, cost: int = 0) -> float:
+    """Seconds until `record` can serve `model` again: 0 now, inf when only a reset helps."""
+    wait = wait_for_budget(record.spend, budget, now, cost)[0] if budget else 0.0
     for held in (record.hold, record.model_holds.get(model)):
         if held is not None and held.active(now):
             wait = max(wait, math.inf if held.until is None else held.until - now)
@@ -79,6 +109,8 @@ def candidates_for(
     in_flight: dict[str, int],
     probing: set[str],
     skip: set[str],
+    policy: PoolPolicy = PoolPolicy(),
+    cost: int = 0,
 ) -> list[Candidate]:
     """How each key (id, index) stands for one more request to `model`."""
     candidates = []
@@ -86,7 +118,7 @@ def candidates_for(
         if key_id in skip:
             continue
         count = in_flight.get(key_id, 0)
-        fit = fit_for(record, model, now, count, key_id in probing)
+        fit = fit_for(record, model, now, count, key_id in probing, policy.budget_for(key_id), cost)
         candidates.append(Candidate(key_id, index, count, record.last_used or 0.0, fit))
     return candidates
 
@@ -96,9 +128,11 @@ def no_lease(candidates: Sequence[Candidate]) -> Fit:
     return Fit.BUSY if any(c.fit is Fit.BUSY for c in candidates) else Fit.HELD
 
 
-def earliest_ready(records: Sequence[KeyRecord], model: str, now: float) -> float | None:
+def earliest_ready(
+    records: Sequence[KeyRecord], model: str, now: float, policy: PoolPolicy = PoolPolicy()
+) -> float | None:
     """Seconds until some key can serve `model`: 0 now, None if none will without an operator."""
-    best = min((wait_for(r, model, now) for r in records), default=math.inf)
+    best = min((wait_for(r, model, now, policy.budget_for(r.key_id)) for r in records), default=math.inf)
     return None if best == math.inf else best
 
 
@@ -113,6 +147,20 @@ def choose(strategy: str, candidates: Sequence[Candidate], cursor: int, count: i
         return min(usable, key=lambda c: (c.index - cursor) % count)
     # balanced: fewest requests in flight, then least recently used.
     return min(usable, key=lambda c: (c.in_flight, c.last_used, c.index))
+
+
+def charge_lease(record: KeyRecord, policy: PoolPolicy, now: float, cost: int) -> None:
+    """Count a leased request against its key's budget before it is sent (concurrent calls cannot overspend)."""
+    budget = policy.budget_for(record.key_id)
+    if budget:
+        charge(record.spend, budget, now, 1, cost)
+
+
+def settle_tokens(record: KeyRecord, policy: PoolPolicy, now: float, cost: int, used: int | None) -> None:
+    """Replace a lease's token estimate with what the answer really used."""
+    budget = policy.budget_for(record.key_id)
+    if budget.tpm is not None and used is not None and used != cost:
+        charge(record.spend, budget, now, 0, used - cost)
 
 
 def apply_verdict(

@@ -75,6 +75,7 @@ class KeyRecord:
     failures: int = 0
     last_status: int | None = None
     last_used: float | None = None
+    spend: dict[str, list[list[float]]] = field(default_factory=dict)  # client-side budget buckets
 
     def hold_for(self, model: str, now: float) -> Hold | None:
         """The hold that applies to `model` now, key-wide first."""
@@ -102,6 +103,7 @@ class KeyRecord:
             "failures": self.failures,
             "last_status": self.last_status,
             "last_used": self.last_used,
+            "spend": self.spend,
         }
 
     @classmethod
@@ -117,4 +119,5 @@ class KeyRecord:
             failures=data.get("failures", 0),
             last_status=data.get("last_status"),
             last_used=data.get("last_used"),
+            spend=data.get("spend") or {},
         )

@@ -109,6 +109,8 @@ async def _handle(dialect: Dialect, request: Request, state: SimState, entry: di
         await anyio.sleep(decision.behavior.latency_ms / 1000)
     failure = decision.failure
     entry["outcome"] = failure or "ok"
+    if decision.retry_after_s:
+        entry["retry_after_s"] = decision.retry_after_s
     if failure in TRANSPORT_FAULTS:
         decision.failure = None
         return await fault_response(failure, await _handle_answer(dialect, call, decision, prompt_tokens, None))

@@ -1,0 +1,71 @@
+"""Key selection cost: one acquire + release on the in-process pool, at 10, 1,000 and 100,000 keys.
+
+Run: python -m bench.selection
+Two pool states: every key ready, and half of the keys cooling (parked by the index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+from mcp_keygate.keys import KeyPool, PoolPolicy
+from mcp_keygate.keys.secret import keys_for
+from mcp_keygate.outcomes import Outcome, Verdict
+
+OK = Verdict(Outcome.OK, 200)
+COOL = Verdict(Outcome.RATE_LIMITED, 429, 3600.0 - 1)
+
+
+async def measure(n: int, cooling_share: float, picks: int, strategy: str) -> dict[str, float]:
+    keys = keys_for("p", [f"bench-key-{i:07d}-xxxxxxxx" for i in range(n)])
+    pool = KeyPool({"p": keys}, {"p": PoolPolicy(strategy=strategy)})
+    for _ in range(int(n * cooling_share)):  # cool half the keys the way calls would
+        lease = await pool.acquire("p", "m")
+        await pool.release(lease, COOL)
+    samples = []
+    for _ in range(picks):
+        started = time.perf_counter_ns()
+        lease = await pool.acquire("p", "m")
+        samples.append((time.perf_counter_ns() - started) / 1000)
+        await pool.release(lease, OK)
+    samples.sort()
+    return {
+        "keys": n,
+        "cooling": cooling_share,
+        "strategy": strategy,
+        "p50_us": statistics.median(samples),
+        "p99_us": samples[int(len(samples) * 0.99) - 1],
+    }
+
+
+def run(picks: int = 20_000) -> list[dict[str, float]]:
+    rows = []
+    for strategy in ("balanced", "priority"):
+        for n in (10, 1_000, 100_000):
+            for cooling in (0.0, 0.5):
+                rows.append(asyncio.run(measure(n, cooling, picks, strategy)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--picks", type=int, default=20_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = run(args.picks)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    for row in rows:
+        print(
+            f"{row['strategy']:>9} {row['keys']:>7} keys, {row['cooling']:.0%} cooling: "
+            f"p50 {row['p50_us']:.1f} µs, p99 {row['p99_us']:.1f} µs"
+        )
+
+
+if __name__ == "__main__":
+    main()

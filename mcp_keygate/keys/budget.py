@@ -1,0 +1,100 @@
+"""Client-side budgets: requests and tokens a key may spend per minute or per day.
+
+A pool with known limits should never see a 429. What a key spent is kept as a few dozen buckets
+per window (1/60 of the window each), and a request is allowed only if it fits in every window
+ending now, whatever part of the oldest bucket is still inside it. Counting the oldest bucket
+whole makes this stricter than the provider's own window — fixed, sliding or token bucket — at a
+cost of at most 1/60 of the capacity.
+
+Spend is charged when a key is leased (so concurrent calls can never overspend) and corrected with
+the tokens the answer really used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MINUTE_S = 60.0
+DAY_S = 86_400.0
+BUCKETS_PER_WINDOW = 60
+
+Bucket = list[float]  # [start, requests, tokens]
+Spend = dict[str, list[Bucket]]  # window name ("minute", "day") → buckets, oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Limits for one key (None: no limit). Counted over every model the key calls."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.rpm, self.tpm, self.rpd))
+
+    def _limits(self) -> list[tuple[str, float, int, int]]:
+        """(window, seconds, request limit, token limit) for each window that has a limit."""
+        limits = []
+        if self.rpm is not None or self.tpm is not None:
+            limits.append(("minute", MINUTE_S, _or_inf(self.rpm), _or_inf(self.tpm)))
+        if self.rpd is not None:
+            limits.append(("day", DAY_S, self.rpd, math.inf))
+        return limits
+
+    def describe(self) -> str:
+        parts = [f"{v} {unit}" for v, unit in ((self.rpm, "rpm"), (self.tpm, "tpm"), (self.rpd, "rpd")) if v]
+        return ", ".join(parts)
+
+
+NO_BUDGET = Budget()
+
+
+def _or_inf(value: int | None) -> float:
+    return math.inf if value is None else value
+
+
+def _counted(buckets: list[Bucket], window_s: float, now: float) -> list[Bucket]:
+    """Buckets any part of which lies in the window ending now."""
+    width = window_s / BUCKETS_PER_WINDOW
+    return [b for b in buckets if b[0] + width > now - window_s]
+
+
+def wait_for_budget(spend: Spend, budget: Budget, now: float, tokens: int = 0) -> tuple[float, str]:
+    """Seconds until one more request of `tokens` fits every window (0: now; inf: never), and why not."""
+    longest, why = 0.0, ""
+    for window, window_s, max_requests, max_tokens in budget._limits():
+        if tokens > max_tokens:
+            return math.inf, f"one request of about {tokens} tokens exceeds the budget of {max_tokens} tpm"
+        buckets = _counted(spend.get(window, []), window_s, now)
+        requests = sum(b[1] for b in buckets)
+        used = sum(b[2] for b in buckets)
+        if requests + 1 <= max_requests and used + tokens <= max_tokens:
+            continue
+        width = window_s / BUCKETS_PER_WINDOW
+        wait = math.inf
+        for bucket in buckets:  # oldest first: drop buckets until the request fits
+            requests -= bucket[1]
+            used -= bucket[2]
+            if requests + 1 <= max_requests and used + tokens <= max_tokens:
+                wait = bucket[0] + width + window_s - now
+                break
+        if wait > longest:
+            limit = f"{max_requests:g} requests" if requests + 1 > max_requests else f"{max_tokens:g} tokens"
+            longest, why = wait, f"client-side budget: {limit} per {window} used up"
+    return longest, why
+
+
+def charge(spend: Spend, budget: Budget, now: float, requests: int, tokens: int) -> None:
+    """Count `requests` and `tokens` against every window of the budget (tokens may be negative)."""
+    for window, window_s, _, _ in budget._limits():
+        width = window_s / BUCKETS_PER_WINDOW
+        start = math.floor(now / width) * width
+        buckets = [b for b in spend.get(window, []) if b[0] + width > now - window_s]
+        if buckets and buckets[-1][0] == start:
+            buckets[-1][1] += requests
+            buckets[-1][2] = max(0.0, buckets[-1][2] + tokens)
+        else:
+            buckets.append([start, float(requests), float(max(0, tokens))])
+        spend[window] = buckets
