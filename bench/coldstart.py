@@ -55,5 +55,18 @@ def measure(runs: int = 15) -> dict[str, float]:
     return {"keygate_ms": k * 1000, "bare_ms": b * 1000, "ratio": k / b}
 
 
+def import_ms(module: str, runs: int = 7) -> float | None:
+    """Median wall time of `python -c "import <module>"` (None when it is not installed)."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    if subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True).returncode:
+        return None
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
 if __name__ == "__main__":
     print(json.dumps(measure(), indent=2))

@@ -186,7 +186,7 @@ async def _systems_run(
                     async with Keygate(config) as gate:
 
                         async def call() -> None:
-                            await gate.complete(prompt="hello", max_wait_s=0)
+                            await gate.complete(prompt="hello")  # its default wait (20 s), like a user
 
                         ok, failed = await _drive(call, rate, seconds)
                 results[name] = _row(ok, failed, Upstream.from_log(sim.log()))

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,10 +22,7 @@ import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from mcp_keygate.simulator import SimulatorThread  # noqa: E402
+from .upstream import ROOT, SimProcess, free_port, wait_http
 
 BARE = """
 import sys
@@ -39,23 +35,6 @@ async def echo(text: str) -> str:
 
 server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), json_response=sys.argv[2] == "1")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx2.get(url, timeout=1)
-            return
-        except httpx2.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def load(urls: list[str], tool: str, args: dict, clients: int, seconds: float) -> dict:
@@ -126,42 +105,38 @@ def write_config(path: Path, sim_base: str, state: str, json_response: bool) -> 
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--json-response", action="store_true")
-    opts = parser.parse_args()
+def run(clients: int = 20, seconds: float = 8.0, json_response: bool = False, redis: bool = True) -> dict:
+    """calls/s of a bare echo tool, one keygate instance, and two on one Redis (if redis-server is here)."""
     results: dict[str, dict] = {}
     procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory() as tmp, SimulatorThread() as sim:
+
+    def measure(name: str, ports: list[int], tool: str, args: dict) -> None:
+        results[name] = anyio.run(load, [f"http://127.0.0.1:{p}" for p in ports], tool, args, clients, seconds)
+
+    with tempfile.TemporaryDirectory() as tmp, SimProcess() as sim:
         try:
             port = free_port()
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", BARE, str(port), "1" if opts.json_response else "0"],
+                    [sys.executable, "-c", BARE, str(port), "1" if json_response else "0"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
             )
             wait_http(f"http://127.0.0.1:{port}/mcp")
-            results["bare_echo"] = anyio.run(
-                load, [f"http://127.0.0.1:{port}"], "echo", {"text": "hi"}, opts.clients, opts.seconds
-            )
+            measure("bare MCPServer echo tool", [port], "echo", {"text": "hi"})
             procs.pop().terminate()
 
             config = Path(tmp) / "sqlite.toml"
-            write_config(config, sim.openai_base, f'[state]\npath = "{Path(tmp) / "state.db"}"', opts.json_response)
+            write_config(config, sim.openai_base, f'[state]\npath = "{Path(tmp) / "state.db"}"', json_response)
             port = free_port()
             procs.append(start_keygate(config, port))
             wait_http(f"http://127.0.0.1:{port}/healthz")
-            results["keygate_one_instance_sqlite"] = anyio.run(
-                load, [f"http://127.0.0.1:{port}"], "complete", {"prompt": "hello"}, opts.clients, opts.seconds
-            )
+            measure("keygate complete, one instance (SQLite)", [port], "complete", {"prompt": "hello"})
             procs.pop().terminate()
 
             redis_server = shutil.which("redis-server")
-            if redis_server:
+            if redis and redis_server:
                 redis_port = free_port()
                 procs.append(
                     subprocess.Popen(
@@ -171,25 +146,28 @@ def main() -> None:
                 )
                 config = Path(tmp) / "redis.toml"
                 state = f'[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"'
-                write_config(config, sim.openai_base, state, opts.json_response)
+                write_config(config, sim.openai_base, state, json_response)
                 ports = [free_port(), free_port()]
                 for p in ports:
                     procs.append(start_keygate(config, p))
                 for p in ports:
                     wait_http(f"http://127.0.0.1:{p}/healthz")
-                results["keygate_two_instances_redis"] = anyio.run(
-                    load,
-                    [f"http://127.0.0.1:{p}" for p in ports],
-                    "complete",
-                    {"prompt": "hello"},
-                    opts.clients,
-                    opts.seconds,
-                )
+                measure("keygate complete, two instances on one Redis", ports, "complete", {"prompt": "hello"})
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait(timeout=20)
-    results["settings"] = {"clients": opts.clients, "seconds": opts.seconds, "json_response": opts.json_response}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--json-response", action="store_true")
+    parser.add_argument("--no-redis", action="store_true")
+    opts = parser.parse_args()
+    results = run(opts.clients, opts.seconds, opts.json_response, not opts.no_redis)
     print(json.dumps(results, indent=2))
 
 

@@ -101,3 +101,27 @@ async def test_sqlite_file_is_private_and_atomic_on_failure(tmp_path):
     await reopened.open()
     assert len(await reopened.get_turns("c_1")) == 3
     await reopened.close()
+
+
+async def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(store):
+    import anyio
+
+    await store.append_turns("c_taken", [Turn("user", "first")], create=True)
+    errors: dict[str, Exception] = {}
+
+    async def write(cid: str, create: bool) -> None:
+        try:
+            await store.append_turns(cid, [Turn("user", cid), Turn("assistant", "ok")], create=create)
+        except ConversationConflict as exc:
+            errors[cid] = exc
+
+    async with anyio.create_task_group() as tg:
+        for i in range(40):
+            tg.start_soon(write, f"c_{i:02d}", True)
+        tg.start_soon(write, "c_taken", True)  # conflicts, in the middle of the others' batch
+        tg.start_soon(write, "c_missing", False)  # appending to a conversation nobody created
+    assert set(errors) == {"c_taken", "c_missing"}
+    for i in range(40):
+        assert [t.content for t in await store.get_turns(f"c_{i:02d}")] == [f"c_{i:02d}", "ok"]
+    assert [t.content for t in await store.get_turns("c_taken")] == ["first"]
+    assert await store.get_turns("c_missing") is None

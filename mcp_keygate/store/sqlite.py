@@ -1,7 +1,10 @@
 """The default store: one SQLite file in WAL mode, so `status` can read while a server writes.
 
 All SQLite work runs on one worker thread at a time (a capacity limiter of 1), never on the
-event loop. Each public method is one transaction.
+event loop. Writes are group-committed: calls that arrive while a commit is running are written
+together in the next transaction, each in its own savepoint (one failing write does not undo the
+others), and each call returns only once its own write is committed — so 64 concurrent calls cost
+a couple of commits, not 64.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,11 +60,38 @@ class StoreError(Exception):
     """The state file cannot be opened or written."""
 
 
+@dataclass(slots=True)
+class _Write:
+    fn: Callable[[sqlite3.Connection], None]
+    done: bool = False
+    error: BaseException | None = None
+
+
 class SQLiteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
+        self._pending: list[_Write] = []
+        self._commit_lock = anyio.Lock()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        """Run `fn` in a committed transaction, shared with the writes queued alongside it."""
+        write = _Write(fn)
+        self._pending.append(write)
+        async with self._commit_lock:
+            if not write.done:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._run(lambda conn: _commit(conn, batch))
+                except BaseException as exc:
+                    for queued in batch:
+                        if not queued.done:
+                            queued.done = True
+                            queued.error = StoreError(f"the state file could not be written: {exc!r}")
+                    raise
+        if write.error is not None:
+            raise write.error
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -99,11 +130,7 @@ class SQLiteStore:
             return
         rows = _key_rows(records)
 
-        def write(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                _upsert_keys(conn, rows)
-
-        await self._run(write)
+        await self._write(lambda conn: _upsert_keys(conn, rows))
 
     async def load_keys(self) -> list[KeyRecord]:
         def read(conn: sqlite3.Connection) -> list[KeyRecord]:
@@ -141,36 +168,35 @@ class SQLiteStore:
         key_rows = _key_rows(keys or [])
 
         def write(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                if create:
-                    try:
-                        conn.execute(
-                            "INSERT INTO conversations(id, created_at, updated_at, turns, owner) VALUES (?,?,?,0,?)",
-                            (conversation_id, now, now, owner),
-                        )
-                    except sqlite3.IntegrityError:
-                        raise ConversationConflict(conversation_id) from None
-                row = conn.execute(
-                    "SELECT turns FROM conversations WHERE id=? AND owner=?", (conversation_id, owner)
-                ).fetchone()
-                if row is None:
-                    raise ConversationConflict(conversation_id)
-                start = row[0]
-                conn.executemany(
-                    "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    [
-                        (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at)
-                        for i, t in enumerate(turns)
-                    ],
-                )
-                conn.execute(
-                    "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
-                    (len(turns), now, conversation_id),
-                )
-                _upsert_keys(conn, key_rows)
+            if create:
+                try:
+                    conn.execute(
+                        "INSERT INTO conversations(id, created_at, updated_at, turns, owner) VALUES (?,?,?,0,?)",
+                        (conversation_id, now, now, owner),
+                    )
+                except sqlite3.IntegrityError:
+                    raise ConversationConflict(conversation_id) from None
+            row = conn.execute(
+                "SELECT turns FROM conversations WHERE id=? AND owner=?", (conversation_id, owner)
+            ).fetchone()
+            if row is None:
+                raise ConversationConflict(conversation_id)
+            start = row[0]
+            conn.executemany(
+                "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at)
+                    for i, t in enumerate(turns)
+                ],
+            )
+            conn.execute(
+                "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
+                (len(turns), now, conversation_id),
+            )
+            _upsert_keys(conn, key_rows)
 
-        await self._run(write)
+        await self._write(write)
 
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
         def read(conn: sqlite3.Connection) -> list[ConversationInfo]:
@@ -209,14 +235,22 @@ def _upsert_keys(conn: sqlite3.Connection, rows: list[tuple[str, str, str, float
         )
 
 
-class _transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (the connection is in autocommit mode)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+def _commit(conn: sqlite3.Connection, batch: list[_Write]) -> None:
+    """One transaction for the whole batch; each write in a savepoint so a failing one is undone alone."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for write in batch:
+            conn.execute("SAVEPOINT one_write")
+            try:
+                write.fn(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO one_write")
+                write.error = exc
+            conn.execute("RELEASE one_write")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    for write in batch:
+        write.done = True

@@ -1,0 +1,232 @@
+"""bench/RESULTS.md (tables, each target with its verdict) and bench/results.png from one run's figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+FLOOR = "httpx2 (floor)"
+KEYGATE = "keygate router"
+LITELLM = "LiteLLM Router"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _overhead_section(results: dict) -> tuple[str, dict[str, float]]:
+    parts, ratios = [], {}
+    for label, key in (("concurrency 1", "overhead_c1"), ("concurrency 64", "overhead_c64")):
+        data = results[key]
+        floor = data[FLOOR]["p50_ms"]
+        rows = []
+        for system, figures in data.items():
+            extra = "—" if system == FLOOR else f"{(figures['p50_ms'] - floor) * 1000:.0f} µs"
+            rows.append([system, f"{figures['p50_ms']:.2f} ms", f"{figures['p99_ms']:.2f} ms", extra])
+        ours = data[KEYGATE]["p50_ms"] - floor
+        theirs = data[LITELLM]["p50_ms"] - floor
+        ratios[label] = ours / theirs if theirs > 0 else float("nan")
+        parts.append(f"**{label}**\n\n" + _table(["system", "p50", "p99", "overhead at p50 (− floor)"], rows))
+    return "\n\n".join(parts), ratios
+
+
+def write_report(results: dict, markdown: Path, chart: Path) -> None:
+    overhead_md, ratios = _overhead_section(results)
+    stdio = results["stdio"]["overhead"]["stdio_p50_us"] / 1000
+    selection = results["selection"]
+    worst_100k = max(r["p99_us"] for r in selection if r["keys"] == 100_000)
+    cold = results["coldstart"]
+    mem = results["memory"]
+    storm = results["storm"]
+    keygate_storm_429 = max(v["429s_received"] for k, v in storm.items() if k.startswith("keygate"))
+    keygate_known = max(v["on_keys_known_unusable"] for k, v in storm.items() if k.startswith("keygate"))
+    best_tp = max(figures["keygate complete, one instance (SQLite)"] for figures in results["throughput"].values())
+    targets = [
+        [
+            "stdio overhead per `complete` (durable write included), p50",
+            "≤ 1 ms",
+            f"{stdio:.2f} ms",
+            _verdict(stdio <= 1),
+        ],
+        *[
+            [
+                "in-process router overhead ÷ LiteLLM Router's, " + label,
+                "≤ 0.20",
+                f"{ratio:.3f}",
+                _verdict(ratio <= 0.2),
+            ]
+            for label, ratio in ratios.items()
+        ],
+        [
+            "upstream calls on keys known cooling/exhausted (storm + quota)",
+            "0",
+            str(keygate_known + results["quota"]["keygate"]["on_keys_known_unusable"]),
+            _verdict(keygate_known + results["quota"]["keygate"]["on_keys_known_unusable"] == 0),
+        ],
+        ["429s in the storm with headers or budgets", "0", str(keygate_storm_429), _verdict(keygate_storm_429 == 0)],
+        [
+            "`complete` calls/s over streamable HTTP, one instance (best of 10–50 clients)",
+            "≥ 500",
+            f"{best_tp:.0f}",
+            _verdict(best_tp >= 500),
+        ],
+        ["cold start ÷ bare MCPServer", "≤ 1.15", f"{cold['ratio']:.2f}", _verdict(cold["ratio"] <= 1.15)],
+        [
+            "key selection p99 at 100,000 keys (worst state)",
+            "< 50 µs",
+            f"{worst_100k:.1f} µs",
+            _verdict(worst_100k < 50),
+        ],
+        ["RSS idle", "≤ 90 MB", f"{mem['idle_mb']:.0f} MB", _verdict(mem["idle_mb"] <= 90)],
+    ]
+    storm_rows = [
+        [
+            name,
+            v["calls"],
+            v["answered"],
+            v["errors"],
+            v["upstream_requests"],
+            v["429s_received"],
+            v["on_keys_known_unusable"],
+        ]
+        for name, v in storm.items()
+    ]
+    quota_rows = [
+        [name, v["calls"], v["answered"], v["upstream_requests"], v["quota_refusals"], v["on_keys_known_unusable"]]
+        for name, v in results["quota"].items()
+    ]
+    selection_rows = [
+        [r["strategy"], f"{r['keys']:,}", f"{r['cooling']:.0%}", f"{r['p50_us']:.1f} µs", f"{r['p99_us']:.1f} µs"]
+        for r in selection
+    ]
+    tp = results["throughput"]
+    systems = list(next(iter(tp.values())))
+    tp_rows = [[setting, *(f"{figures[s]:.0f}" for s in systems)] for setting, figures in tp.items()]
+    litellm_import = cold.get("litellm_import_ms")
+    text = f"""# Benchmark results
+
+Written by `python -m bench{" --quick" if results.get("quick") else ""}` ({results["machine"]}). The bundled simulator
+answers on loopback with zero latency, in its own process; clients, servers and simulator share the
+machine. Repeated measurements are medians. Chart: `bench/results.png`; raw figures: `bench/results.json`.
+
+## Targets
+
+{_table(["target", "goal", "measured", "verdict"], targets)}
+
+## Overhead per call against LiteLLM
+
+Same simulator, same 10 keys, plain (non-streamed) replies. keygate = `Keygate.complete` in-process
+(router, key pool, conversation kept; memory store unless marked). LiteLLM = `Router.acompletion`
+with one deployment per key, default settings.
+
+{overhead_md}
+
+## Exhaustion storm
+
+20 keys, each limited by the simulator to 10 requests per minute (windows start at a key's first
+request); calls arrive at 2.4× the pool's capacity for {
+        "70" if results.get("quick") else "130"
+    } s. keygate uses its default
+`max_wait_s` (20 s). "on keys known unusable" counts requests sent to a key inside a wait the
+upstream had already announced for it (retry-after of a 429, or after an out-of-quota answer).
+
+{
+        _table(
+            ["system", "calls", "answered", "errors", "upstream requests", "429s received", "on keys known unusable"],
+            storm_rows,
+        )
+    }
+
+## Quota
+
+10 keys, 5 of which answer `insufficient_quota`; 10 calls/s.
+
+{
+        _table(
+            ["system", "calls", "answered", "upstream requests", "quota refusals received", "on keys known unusable"],
+            quota_rows,
+        )
+    }
+
+## Cold start and memory
+
+{
+        _table(
+            ["figure", "value"],
+            [
+                ["bare MCPServer, spawn → initialize reply (stdio)", f"{cold['bare_ms']:.0f} ms"],
+                ["mcp-keygate serve, spawn → initialize reply (stdio)", f"{cold['keygate_ms']:.0f} ms"],
+                ["ratio", f"{cold['ratio']:.2f}×"],
+                ["`import litellm` alone", "not installed" if litellm_import is None else f"{litellm_import:.0f} ms"],
+                ["RSS idle (stdio server, SQLite state)", f"{mem['idle_mb']:.1f} MB"],
+                ["RSS after the first call", f"{mem['after_first_call_mb']:.1f} MB"],
+                [f"RSS after {mem['conversations']:,} stored conversations", f"{mem['after_conversations_mb']:.1f} MB"],
+            ],
+        )
+    }
+
+## Key selection
+
+One `acquire` on the in-process pool (release not timed); half the keys cooling means they were
+cooled by real calls and are parked by the index.
+
+{_table(["strategy", "keys", "cooling", "p50", "p99"], selection_rows)}
+
+## Throughput over streamable HTTP (calls/s)
+
+{_table(["setting", *systems], tp_rows)}
+
+## keygate over stdio
+
+{
+        _table(
+            ["path", "p50", "p99"],
+            [
+                [name, f"{v['p50_us'] / 1000:.2f} ms", f"{v['p99_us'] / 1000:.2f} ms"]
+                for name, v in results["stdio"].items()
+                if name != "overhead"
+            ],
+        )
+    }
+
+Own overhead over stdio (complete − direct − echo round trip), p50: {stdio:.2f} ms.
+"""
+    markdown.write_text(text, encoding="utf-8")
+    _chart(results, chart)
+
+
+def _chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    labels = ["concurrency 1", "concurrency 64"]
+    for offset, (system, colour) in enumerate(((KEYGATE, "#2b7bba"), (LITELLM, "#d95f02"))):
+        values = []
+        for key in ("overhead_c1", "overhead_c64"):
+            data = results[key]
+            values.append((data[system]["p50_ms"] - data[FLOOR]["p50_ms"]) * 1000)
+        axes[0].bar([i + offset * 0.4 for i in range(2)], values, 0.4, label=system, color=colour)
+    axes[0].set_xticks([0.2, 1.2], labels)
+    axes[0].set_ylabel("µs over a bare httpx2 call (p50)")
+    axes[0].set_title("Overhead per call")
+    axes[0].legend()
+    storm = results["storm"]
+    names = list(storm)
+    axes[1].barh(names, [storm[n]["429s_received"] for n in names], color="#d95f02")
+    axes[1].set_title("Storm: 429s received (wasted upstream calls)")
+    axes[1].invert_yaxis()
+    quota = results["quota"]
+    axes[2].bar(list(quota), [quota[n]["quota_refusals"] for n in quota], color=["#2b7bba", "#d95f02"])
+    axes[2].set_title("Quota: calls spent on keys out of quota")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
