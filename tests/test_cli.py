@@ -152,9 +152,12 @@ def test_demo_runs_offline_and_reads_well_in_a_file():
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "\x1b" not in out
-    assert "rate_limited" in out and "quota_exhausted" in out and "auth_failed" in out
+    assert "rate_limited" in out and "quota_exhausted" in out and "auth_failed" in out and "overloaded" in out
     assert "cooling" in out and "exhausted" in out and "disabled" in out
-    assert "claude_desktop_config.example.json" in out
+    # every provider answered a turn, and the rate-limited key came back through its probe at the end
+    assert "5 of 5 turns answered, by gpt → gpt → claude → gemini → gpt" in out
+    assert "[gpt-4.1-mini] I received 9 message(s)" in out  # the whole conversation reached the last model
+    assert "mcp-keygate install claude-desktop" in out
 
 
 @pytest.mark.parametrize("args", [["--version"], ["serve", "--help"]])

@@ -22,7 +22,9 @@ Scenario file (TOML), every table optional:
                               latency_ms, error_rate (share of 500 answers), retry_after_s,
                               after = N, then = "<behavior>" (serve N requests normally, then
                               behave as `then`: a key that runs dry mid-conversation),
-                              reply_words (pad answers to this many words: long streams)
+                              reply_words (pad answers to this many words: long streams),
+                              recover_after_s (a failing key answers normally this long after its
+                              first request: a rate limit that really ends)
   [models."<model>"]          context_window (tokens; 400 context_length_exceeded beyond it)
 """
 
@@ -63,6 +65,7 @@ class KeyBehavior:
     after: int | None = None
     then: Behavior | None = None
     reply_words: int | None = None
+    recover_after_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +100,7 @@ _KEY_FIELDS = {
     "after",
     "then",
     "reply_words",
+    "recover_after_s",
 }
 
 

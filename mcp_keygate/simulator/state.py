@@ -70,6 +70,7 @@ class SimState:
     _minute: dict[str, Window] = field(default_factory=dict)
     _day: dict[str, Window] = field(default_factory=dict)
     _served: dict[str, int] = field(default_factory=dict)
+    _first_seen: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=lambda: random.Random(1234))
 
@@ -81,6 +82,7 @@ class SimState:
             self._minute.clear()
             self._day.clear()
             self._served.clear()
+            self._first_seen.clear()
 
     def decide(self, key: str, model: str, prompt_tokens: int) -> Decision:
         """What happens to this request, counting it against the key's windows when it is served."""
@@ -89,6 +91,9 @@ class SimState:
         with self._lock:
             if behavior.after is not None and behavior.then and self._served.get(key, 0) >= behavior.after:
                 behavior = replace(behavior, behavior=behavior.then)
+            first = self._first_seen.setdefault(key, now)
+            if behavior.recover_after_s is not None and now - first >= behavior.recover_after_s:
+                behavior = replace(behavior, behavior="ok")
             minute = self._minute.setdefault(key, Window(now, 60.0))
             day = self._day.setdefault(key, Window(now, 86400.0))
             minute.roll(now)
