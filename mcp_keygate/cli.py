@@ -143,13 +143,59 @@ def cmd_status(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    try:
+    def rows() -> list[Any]:
         records = anyio.run(read)
+        return key_rows(records, time.time(), _budgets(config, records))
+
+    try:
+        if args.watch:
+            return _watch(rows, args.watch, args.json)
+        print(render_json(rows()) if args.json else render_table(rows()))
     except (StoreError, OSError) as exc:
         return _fail(f"cannot read the state store: {exc}")
-    rows = key_rows(records, time.time(), _budgets(config, records))
-    print(render_json(rows) if args.json else render_table(rows))
     return 0
+
+
+def _watch(rows: Any, every_s: float, as_json: bool) -> int:
+    """Refresh until Ctrl-C: a live coloured table in a terminal, one table per refresh when piped."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
+
+    from .status import EMPTY, HEADERS, render_json, render_table, table_cells
+
+    console = Console(highlight=False, markup=False)
+    styles = {"ready": "green", "cooling": "yellow", "exhausted": "magenta", "disabled": "red"}
+
+    def live_table() -> Table | Text:
+        current = rows()
+        stamp = time.strftime("%H:%M:%S")
+        if not current:
+            return Text(EMPTY)
+        table = Table(title=f"mcp-keygate keys — {stamp}, every {every_s:g} s, Ctrl-C to stop", title_justify="left")
+        for header in HEADERS:
+            table.add_column(header, no_wrap=True, overflow="ellipsis")
+        for cells in table_cells(current, time.time()):
+            cells_text = [Text(c, style=styles.get(c, "")) if i == 3 else c for i, c in enumerate(cells)]
+            table.add_row(*cells_text)
+        return table
+
+    try:
+        if console.is_terminal and not as_json:
+            with Live(live_table(), console=console, auto_refresh=False) as live:
+                while True:
+                    time.sleep(every_s)
+                    live.update(live_table(), refresh=True)
+        while True:
+            current = rows()
+            print(render_json(current) if as_json else f"-- {time.strftime('%H:%M:%S')}\n{render_table(current)}\n")
+            sys.stdout.flush()
+            time.sleep(every_s)
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
@@ -220,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the key table from the state store")
     status.add_argument("--config", help=config_help)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C; live in a terminal",
+    )
     status.set_defaults(func=cmd_status)
 
     check = sub.add_parser("check", help="validate the config and the keys it references")

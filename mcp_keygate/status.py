@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 from collections.abc import Mapping
 
 from .keys.budget import Budget
@@ -56,28 +57,51 @@ def key_rows(records: list[KeyRecord], now: float, budgets: Mapping[str, Budget]
     return rows
 
 
-def render_table(rows: list[KeyStatusRow]) -> str:
-    """A plain-text table (no colours) that reads well in a terminal and in a file."""
-    if not rows:
-        return "No keys recorded yet: start `mcp-keygate serve` once with your config, or check KEYGATE_STATE."
-    headers = ["provider", "key id", "mask", "state", "model", "ready in", "requests", "failures", "last", "reason"]
-    table = [
+HEADERS = ["provider", "key id", "mask", "state", "scope", "ready in", "reason", "requests", "failures", "last used"]
+EMPTY = "No keys recorded yet: start `mcp-keygate serve` once with your config, or check KEYGATE_STATE."
+
+
+def _ago(iso: str | None, now: float) -> str:
+    if iso is None:
+        return "never"
+    seconds = now - dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    return f"{_duration(max(0.0, seconds))} ago"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{math.ceil(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def table_cells(rows: list[KeyStatusRow], now: float) -> list[list[str]]:
+    """The table's cells, in HEADERS order (shared by the plain and the live table)."""
+    return [
         [
             r.provider,
             r.key_id,
             r.mask,
             r.state,
-            r.model or "*",
-            "-" if r.ready_in_s is None else f"{math.ceil(r.ready_in_s)} s",
+            r.model or "all models",
+            "-" if r.ready_in_s is None else _duration(r.ready_in_s),
+            (r.reason or "")[:60],
             str(r.requests),
             str(r.failures),
-            str(r.last_status or "-"),
-            (r.reason or "")[:60],
+            _ago(r.last_used, now),
         ]
         for r in rows
     ]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+
+
+def render_table(rows: list[KeyStatusRow], now: float | None = None) -> str:
+    """A plain-text table (no colours) that reads well in a terminal and in a file."""
+    if not rows:
+        return EMPTY
+    table = table_cells(rows, time.time() if now is None else now)
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(HEADERS)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     return "\n".join(lines)
 

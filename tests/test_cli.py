@@ -102,6 +102,51 @@ def test_status_reads_the_state_file_as_table_and_json(tmp_path, sim):
     assert missing.returncode == 1 and "no state file" in missing.stderr
 
 
+def test_status_watch_refreshes_as_keys_change(tmp_path, sim):
+    import signal
+
+    state = tmp_path / "state.db"
+    data = two_provider_config(sim, ["sim-ok-watch0000001"], ["sim-ok-watch0000002"], backend="sqlite", path=str(state))
+    config = parse_config(data)
+
+    async def call(prompt: str) -> None:
+        async with Keygate(config) as gate:
+            await gate.complete(prompt=prompt)
+
+    anyio.run(call, "first")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_keygate", "status", "--watch", "0.2"],
+        env={**env, "PYTHONPATH": str(REPO), "KEYGATE_STATE": str(state)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = _read_refresh(proc)
+        assert "ready" in first and "cooling" not in first
+        httpx2.post(f"{sim.url}/_sim/reset", json={"keys": {"sim-ok-watch0000001": {"behavior": "ratelimit"}}})
+        anyio.run(call, "second")  # the primary key answers 429 and cools; the backup answers
+        deadline = time.monotonic() + 10
+        while "cooling" not in (refresh := _read_refresh(proc)):
+            assert time.monotonic() < deadline, refresh
+        assert "rate_limit_exceeded" in refresh and "gpt-4.1-mini" in refresh
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "\x1b" not in out and "Traceback" not in err
+
+
+def _read_refresh(proc: subprocess.Popen) -> str:
+    """One refresh of `status --watch` piped: a `-- HH:MM:SS` line, the table, a blank line."""
+    lines = [proc.stdout.readline()]
+    assert lines[0].startswith("-- "), lines
+    while (line := proc.stdout.readline()).strip():
+        lines.append(line)
+    return "".join(lines)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
