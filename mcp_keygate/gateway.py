@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import httpx2
 
+from .activity import Activity
 from .auth import LOCAL_OWNER
 from .config import Config, state_path
 from .conversations import InvalidConversationId, load_history, new_conversation_id, request_messages
@@ -94,6 +95,7 @@ class Keygate:
         self._transport = transport
         self._client: httpx2.AsyncClient | None = None
         self.router: Router | None = None
+        self.activity = Activity()
         self.in_flight = 0  # complete calls running now (graceful shutdown waits for them)
         self.draining = False
 
@@ -108,6 +110,7 @@ class Keygate:
         await self.store.open()
         await self.pool.open(self.store)
         self.router = Router(self.config, self.pool, self.providers, self._http_client, self._clock)
+        self.router.observers.append(self.activity)
 
     def _http_client(self) -> httpx2.AsyncClient:
         """The shared upstream client, made on first use: its TLS setup costs ~40 ms a stdio start need not pay."""

@@ -21,13 +21,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from .auth import BearerAuthMiddleware, TokenRegistry, is_loopback
 from .config import ServerConfig
 from .gateway import Keygate
 from .metrics import CONTENT_TYPE, Metrics
+from .status_page import SECURITY_HEADERS, render_fragment, render_page
 
 log = logging.getLogger("mcp_keygate.http")
 
@@ -35,6 +36,10 @@ Transport = Literal["sse", "streamable-http", "http"]
 MCP_PATH, SSE_PATH, MESSAGES_PATH = "/mcp", "/sse", "/messages/"
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+_UNAUTHORIZED = b'{"error": "unauthorized", "message": "a valid bearer token is required (Authorization: Bearer ...)"}'
+_CHALLENGE = {"www-authenticate": 'Bearer realm="mcp-keygate"'}
 
 
 class UnsafeBind(Exception):
@@ -103,12 +108,29 @@ def build_http_app(
     async def metrics_endpoint(_: Request) -> Response:
         return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
-    routes += [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
+    async def status_page(request: Request) -> Response:
+        fragment_only = request.query_params.get("fragment") == "1"
+        caller = tokens.name_for_header(request.headers.get("authorization"))
+        if tokens.enabled and caller is None:
+            if fragment_only:
+                return Response(_UNAUTHORIZED, 401, media_type="application/json", headers=_CHALLENGE)
+            return HTMLResponse(render_page(None), 401, headers={**SECURITY_HEADERS, **_CHALLENGE})
+        result = await gateway.key_status()
+        fragment = render_fragment(result.keys, gateway.activity)
+        if fragment_only:
+            return HTMLResponse(fragment, headers=SECURITY_HEADERS)
+        return HTMLResponse(render_page(fragment), headers=SECURITY_HEADERS)
+
+    routes += [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/status", status_page, methods=["GET"]),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.open()
-        gateway.router.observer = metrics  # type: ignore[union-attr]
+        gateway.router.observers.append(metrics)  # type: ignore[union-attr]
         try:
             if streamable:
                 async with server.session_manager.run():

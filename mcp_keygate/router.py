@@ -107,7 +107,7 @@ class Router:
         self._clock = clock
         self._model_backoff: dict[tuple[str, str], float] = {}
         self.estimator = TokenEstimator()
-        self.observer: RouterObserver | None = None
+        self.observers: list[RouterObserver] = []
 
     async def route(
         self,
@@ -193,9 +193,9 @@ class Router:
                 tried.add(lease.key.key_id)
                 started = time.perf_counter()
                 verdict, completion = await self._attempt(provider, lease, sent, model_params, name, notify)
-                if self.observer is not None:
-                    elapsed = time.perf_counter() - started
-                    self.observer.on_attempt(model.provider, name, lease.key.key_id, verdict.outcome.value, elapsed)
+                elapsed = time.perf_counter() - started
+                for observer in self.observers:
+                    observer.on_attempt(model.provider, name, lease.key.key_id, verdict.outcome.value, elapsed)
                 record = AttemptRecord(
                     name,
                     lease.key.key_id,
@@ -238,8 +238,8 @@ class Router:
                     attempts,
                 )
             if position + 1 < len(chain):
-                if self.observer is not None:
-                    self.observer.on_fallback(name, chain[position + 1])
+                for observer in self.observers:
+                    observer.on_fallback(name, chain[position + 1])
                 await notify(f"no usable key for {name}; falling back to {chain[position + 1]}")
         return None
 

@@ -106,7 +106,7 @@ async def test_no_key_reaches_any_output(sim, tmp_path):
     gate = Keygate(parse_config(data), env=env)
     metrics = Metrics(gate.pool)
     async with gate:
-        gate.router.observer = metrics
+        gate.router.observers.append(metrics)
         with pytest.raises(RouteFailed) as info:
             await gate.complete(prompt="x", model="only-mini", max_wait_s=0)
         produced.append(str(info.value))

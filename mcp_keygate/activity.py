@@ -1,0 +1,44 @@
+"""Recent attempts and fallbacks, kept in memory for the /status page.
+
+A small ring of the latest attempts (what a person glancing at the page wants: "what just
+happened, and why") and counters of fallbacks per model pair since the server started. Nothing
+here is durable; the key records in the store are the state that matters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvent:
+    at: float
+    provider: str
+    model: str
+    key_id: str
+    outcome: str
+    seconds: float
+
+
+class Activity:
+    """A RouterObserver that remembers; cheap enough to run on every attempt."""
+
+    def __init__(self, keep: int = 50) -> None:
+        self.started = time.time()
+        self.attempts: deque[AttemptEvent] = deque(maxlen=keep)
+        self.fallbacks: Counter[tuple[str, str]] = Counter()
+        self.outcomes: Counter[str] = Counter()
+
+    def on_attempt(self, provider: str, model: str, key_id: str, outcome: str, seconds: float) -> None:
+        self.attempts.append(AttemptEvent(time.time(), provider, model, key_id, outcome, seconds))
+        self.outcomes[outcome] += 1
+
+    def on_fallback(self, from_model: str, to_model: str) -> None:
+        self.fallbacks[(from_model, to_model)] += 1
+
+    def recent(self, providers: set[str] | None = None) -> list[AttemptEvent]:
+        """Newest first, limited to `providers` when given (a team sees only its own)."""
+        events = [e for e in self.attempts if providers is None or e.provider in providers]
+        return events[::-1]
