@@ -43,6 +43,9 @@ from .store import Store, open_store
 
 log = logging.getLogger("mcp_keygate")
 
+# Upstream connection pools, used in turn (see Keygate._http_client).
+UPSTREAM_POOLS = 8
+
 
 class InvalidRequest(ValueError):
     """A tool call whose arguments cannot be served; the message names the field."""
@@ -93,7 +96,8 @@ class Keygate:
             self.store = store or open_store(config.state.backend, self.state_file)
         self._clock = clock
         self._transport = transport
-        self._client: httpx2.AsyncClient | None = None
+        self._clients: list[httpx2.AsyncClient] = []
+        self._next_client = 0
         self.router: Router | None = None
         self.activity = Activity()
         self.in_flight = 0  # complete calls running now (graceful shutdown waits for them)
@@ -113,26 +117,38 @@ class Keygate:
         self.router.observers.append(self.activity)
 
     def _http_client(self) -> httpx2.AsyncClient:
-        """The shared upstream client, made on first use: its TLS setup costs ~40 ms a stdio start need not pay."""
-        if self._client is None:
+        """One of the upstream clients, in turn; made on first use (TLS setup costs ~40 ms a stdio start
+        need not pay).
+
+        Several small connection pools rather than one big one: httpx2 checks every pooled connection
+        on each request, so with 64 connections in one pool that check costs more than our whole router.
+        """
+        if not self._clients:
             timeouts = [p.timeout_s for p in self.config.providers.values()] or [60.0]
             connects = [p.connect_timeout_s for p in self.config.providers.values()] or [10.0]
-            self._client = httpx2.AsyncClient(
-                timeout=httpx2.Timeout(max(timeouts), connect=max(connects)),
-                follow_redirects=False,
-                limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
-                transport=self._transport,
-                trust_env=False,
-            )
-        return self._client
+            tls = httpx2.create_ssl_context()  # shared: one TLS set-up for every pool
+            pools = 1 if self._transport is not None else UPSTREAM_POOLS
+            self._clients = [
+                httpx2.AsyncClient(
+                    timeout=httpx2.Timeout(max(timeouts), connect=max(connects)),
+                    follow_redirects=False,
+                    limits=httpx2.Limits(max_connections=64, max_keepalive_connections=16),
+                    transport=self._transport,
+                    trust_env=False,
+                    verify=tls,
+                )
+                for _ in range(pools)
+            ]
+        self._next_client = (self._next_client + 1) % len(self._clients)
+        return self._clients[self._next_client]
 
     async def close(self) -> None:
         try:
             await self.store.save_keys(self.pool.take_dirty())
         finally:
-            if self._client is not None:
-                await self._client.aclose()
-                self._client = None
+            clients, self._clients = self._clients, []
+            for client in clients:
+                await client.aclose()
             await self.store.close()
 
     async def complete(

@@ -104,7 +104,7 @@ async def test_sigkill_mid_load_leaves_a_clean_consistent_state(sim, tmp_path):
     server = ServerProcess(config, free_port(), {}, transport="streamable-http").wait_ready()
     results: list[dict] = []
     async with anyio.create_task_group() as tg:
-        tg.start_soon(fire, server.url, 400, results)
+        tg.start_soon(fire, server.url, 400, results, 25)  # a steady stream, so the kill lands mid-way
         with anyio.fail_after(60):
             while sum(r["ok"] for r in results) < 40:  # well into the load…
                 await anyio.sleep(0.05)
