@@ -96,6 +96,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"OK: {len(config.providers)} provider(s), {total} key(s), {len(config.models)} model(s)")
     for name, chain in config.route_names().items():
         print(f"  route {name}: {' -> '.join(chain)}")
+    for name, preset in config.presets.items():
+        params = ", ".join(
+            f"{p}: {spec.type}" + ("" if spec.default is None else f" = {spec.default!r}")
+            for p, spec in preset.parameters.items()
+        )
+        print(f"  preset {name}({params}) -> {preset.route}: tool and prompt")
+    for name, policy in config.policies.items():
+        budget = policy.budget().describe()
+        print(
+            f"  policy {name}: tokens {', '.join(policy.tokens)}" + (f"; budget {budget} per token" if budget else "")
+        )
     return 0
 
 
@@ -147,7 +158,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         records = anyio.run(read)
         return key_rows(records, time.time(), _budgets(config, records))
 
+    async def read_usage() -> Any:
+        from .usage import usage_result
+
+        since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - (args.days - 1) * 86_400))
+        await store.open()
+        try:
+            return usage_result(await store.load_usage(since), since)
+        finally:
+            await store.close()
+
     try:
+        if args.usage:
+            from .usage import render_usage
+
+            result = anyio.run(read_usage)
+            print(result.model_dump_json(indent=2) if args.json else render_usage(result))
+            return 0
         if args.watch:
             return _watch(rows, args.watch, args.json)
         print(render_json(rows()) if args.json else render_table(rows()))
@@ -274,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh every SECONDS (default 2) until Ctrl-C; live in a terminal",
     )
+    status.add_argument("--usage", action="store_true", help="tokens used per caller, model and key instead")
+    status.add_argument("--days", type=int, default=30, help="with --usage: today and the days before (default 30)")
     status.set_defaults(func=cmd_status)
 
     check = sub.add_parser("check", help="validate the config and the keys it references")

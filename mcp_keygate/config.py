@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .keys.budget import NO_BUDGET, Budget
 from .keys.secret import ApiKey, keys_for
 from .presets import PRESETS, ProviderType
+from .templates import TYPES, check_default, parse_shorthand, placeholders
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -84,6 +85,7 @@ class _BudgetFields(_Strict):
     rpm: int | None = Field(None, gt=0, description="client-side budget: requests per minute per key")
     tpm: int | None = Field(None, gt=0, description="client-side budget: tokens (in + out) per minute per key")
     rpd: int | None = Field(None, gt=0, description="client-side budget: requests per day per key")
+    tpd: int | None = Field(None, gt=0, description="client-side budget: tokens (in + out) per day per key")
 
     def budget(self, default: Budget = NO_BUDGET) -> Budget:
         """These limits, each falling back to `default`'s where not given."""
@@ -91,6 +93,7 @@ class _BudgetFields(_Strict):
             self.rpm if self.rpm is not None else default.rpm,
             self.tpm if self.tpm is not None else default.tpm,
             self.rpd if self.rpd is not None else default.rpd,
+            self.tpd if self.tpd is not None else default.tpd,
         )
 
 
@@ -135,6 +138,63 @@ class ModelConfig(_Strict):
     max_output_tokens: int | None = Field(None, gt=0)
 
 
+BUILTIN_TOOLS = frozenset(
+    {"complete", "list_models", "key_status", "list_conversations", "get_conversation", "reset_key", "usage"}
+)
+_TOOL_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class PresetParameter(_Strict):
+    """One typed parameter of a preset: `{ type = "str", default = "English", description = "…" }`,
+    or the shorthand string `'str = "English"'`."""
+
+    type: Literal["str", "int", "float", "bool"] = "str"
+    default: str | int | float | bool | None = None
+    description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return parse_shorthand(data) if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> PresetParameter:
+        if self.default is not None:
+            check_default(self.default, self.type)
+        return self
+
+    @property
+    def python_type(self) -> type:
+        return TYPES[self.type]
+
+
+class PresetConfig(_Strict):
+    """A model and a prompt wrapped into a named tool (and an MCP prompt)."""
+
+    description: str = Field(min_length=1, description="what the tool does, shown to agents")
+    system: str | None = Field(None, description="system prompt")
+    template: str = Field(min_length=1, description="the user message, with {parameter} placeholders")
+    parameters: dict[str, PresetParameter] = Field(default_factory=dict)
+    route: str = Field("default", description="a route or model name")
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+    @field_validator("template")
+    @classmethod
+    def _well_formed(cls, template: str) -> str:
+        placeholders(template)
+        return template
+
+
+class PolicyConfig(_BudgetFields):
+    """What the callers with these token names may use, and how much (per token, across instances)."""
+
+    tokens: list[str] = Field(min_length=1, description="token names from [server] auth_tokens")
+    routes: list[str] | None = Field(None, description="routes allowed (None: all)")
+    models: list[str] | None = Field(None, description="models allowed by name (None: all)")
+    presets: list[str] | None = Field(None, description="preset tools allowed (None: all)")
+
+
 class Config(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -142,6 +202,8 @@ class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routes: dict[str, list[str]] = Field(default_factory=dict)
+    presets: dict[str, PresetConfig] = Field(default_factory=dict)
+    policies: dict[str, PolicyConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
@@ -159,9 +221,57 @@ class Config(_Strict):
                 if name not in self.models:
                     known = ", ".join(sorted(self.models)) or "none defined"
                     problems.append(f"routes.{route}[{i}]: unknown model {name!r} (known: {known})")
+        problems += self._preset_problems() + self._policy_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _preset_problems(self) -> list[str]:
+        problems = []
+        callable_names = sorted(set(self.route_names()) | set(self.models))
+        for name, preset in self.presets.items():
+            where = f"presets.{name}"
+            if not re.match(_TOOL_NAME, name):
+                problems.append(f"{where}: the name becomes a tool name: letters, digits, _ and - (max 64)")
+            if name in BUILTIN_TOOLS:
+                problems.append(f"{where}: {name!r} is a built-in tool; choose another name")
+            if self.route(preset.route) is None:
+                problems.append(
+                    f"{where}.route: unknown route or model {preset.route!r} (known: {', '.join(callable_names)})"
+                )
+            used = placeholders(preset.template)
+            for placeholder in dict.fromkeys(used):
+                if placeholder not in preset.parameters:
+                    problems.append(
+                        f"{where}.template: placeholder {{{placeholder}}} is not a declared parameter "
+                        f"(add it to presets.{name}.parameters)"
+                    )
+            for parameter in preset.parameters:
+                if parameter not in used:
+                    problems.append(f"{where}.parameters.{parameter}: not used in the template")
+                if parameter in ("conversation_id", "max_wait_s"):
+                    problems.append(f"{where}.parameters.{parameter}: reserved (every preset tool has it)")
+        return problems
+
+    def _policy_problems(self) -> list[str]:
+        problems = []
+        owners: dict[str, str] = {}
+        for name, policy in self.policies.items():
+            where = f"policies.{name}"
+            for token in policy.tokens:
+                if token in owners:
+                    problems.append(f"{where}.tokens: {token!r} is already governed by policies.{owners[token]}")
+                owners[token] = name
+            for field, known in (
+                ("routes", set(self.route_names())),
+                ("models", set(self.models)),
+                ("presets", set(self.presets)),
+            ):
+                for i, item in enumerate(getattr(policy, field) or []):
+                    if item not in known:
+                        shown = ", ".join(sorted(known)) or "none defined"
+                        problems.append(f"{where}.{field}[{i}]: unknown {field[:-1]} {item!r} (known: {shown})")
+        return problems
 
     def upstream_model(self, name: str) -> str:
         return self.models[name].model or name
@@ -253,6 +363,13 @@ class Config(_Strict):
                 found.append(f"providers.{pname}.keys: no keys listed; calls to this provider will fail")
         if not self.models:
             found.append("models: no models defined; `complete` has nothing to call")
+        for name, policy in self.policies.items():
+            for token in policy.tokens:
+                if self.server.auth_tokens and token not in self.server.auth_tokens:
+                    found.append(
+                        f"policies.{name}.tokens: {token!r} is not in [server] auth_tokens "
+                        "(fine if it comes from KEYGATE_AUTH_TOKENS)"
+                    )
         return found
 
 

@@ -7,6 +7,7 @@ HTTP client and persists key state after every call.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from .conversations import InvalidConversationId, load_history, new_conversation
 from .keys.pool import KeyPool
 from .keys.rules import PoolPolicy
 from .messages import Message, Turn
+from .policies import Policies, PolicyRefused
 from .providers import CallParams, build_provider
 from .router import Notify, Router
 from .schemas import (
@@ -37,9 +39,13 @@ from .schemas import (
     ModelsResult,
     ResetResult,
     UsageOut,
+    UsageResult,
 )
 from .status import iso_time, key_rows
 from .store import Store, open_store
+from .store.base import UsageRow
+from .templates import render
+from .usage import usage_result
 
 log = logging.getLogger("mcp_keygate")
 
@@ -100,6 +106,7 @@ class Keygate:
         self._next_client = 0
         self.router: Router | None = None
         self.activity = Activity()
+        self.policies = Policies(config)
         self.in_flight = 0  # complete calls running now (graceful shutdown waits for them)
         self.draining = False
 
@@ -164,8 +171,13 @@ class Keygate:
         max_wait_s: float = 20.0,
         notify: Notify | None = None,
         owner: str = LOCAL_OWNER,
+        preset: str | None = None,
     ) -> CompleteResult:
-        """Answer one turn through the route, store it, and say how it was reached."""
+        """Answer one turn through the route, store it, and say how it was reached.
+
+        `owner` is the caller (a token name, or "local"); its policy, if any, is enforced here.
+        `preset` names the preset tool this call came from (policies may allow presets by name).
+        """
         if self.router is None:
             raise RuntimeError("Keygate is not open")
         self.in_flight += 1
@@ -173,7 +185,17 @@ class Keygate:
         try:
             with anyio.fail_after(limit):
                 return await self._complete(
-                    prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s, notify, owner
+                    prompt,
+                    messages,
+                    model,
+                    conversation_id,
+                    system,
+                    max_tokens,
+                    temperature,
+                    max_wait_s,
+                    notify,
+                    owner,
+                    preset,
                 )
         except TimeoutError:
             raise CallTimedOut(
@@ -195,6 +217,7 @@ class Keygate:
         max_wait_s: float,
         notify: Notify | None,
         owner: str,
+        preset: str | None,
     ) -> CompleteResult:
         assert self.router is not None
         new = self._new_messages(prompt, messages, system)
@@ -224,18 +247,38 @@ class Keygate:
         context = request_messages(history, new)
         if not any(m.role == "user" for m in context):
             raise InvalidRequest("messages: at least one message with role 'user' is needed")
+        policy = self.policies.for_token(owner)
+        if policy is not None:
+            policy.check(self.config, owner, model, preset)
+        cost = sum(len(m.content) for m in context) // 4 + (max_tokens or 0)
+        charged = await self._charge_budget(owner, cost)
         try:
             routed = await self.router.route(chain, context, CallParams(max_tokens, temperature), max_wait_s, notify)
         except BaseException:
             with anyio.CancelScope(shield=True):  # what the failed call learned about keys is kept
                 await self.store.save_keys(self.pool.take_dirty())
+                if charged:
+                    await self._settle_budget(owner, cost, 0)
             raise
         now = time.time()
+        usage = routed.completion.usage
         turns = [Turn(m.role, m.content, created_at=now) for m in new]
         turns.append(Turn("assistant", routed.completion.text, routed.model, routed.provider, routed.key_id, now))
-        # One transaction: the user turn, the answer, and what the call taught us about keys.
-        await self.store.append_turns(conversation_id, turns, create=create, owner=owner, keys=self.pool.take_dirty())
-        usage = routed.completion.usage
+        used = UsageRow(
+            time.strftime("%Y-%m-%d", time.gmtime(now)),
+            owner,
+            routed.model,
+            routed.key_id,
+            1,
+            usage.input_tokens,
+            usage.output_tokens,
+        )
+        # One transaction: the user turn, the answer, what the call taught us about keys, and its usage.
+        await self.store.append_turns(
+            conversation_id, turns, create=create, owner=owner, keys=self.pool.take_dirty(), usage=used
+        )
+        if charged:
+            await self._settle_budget(owner, cost, usage.input_tokens + usage.output_tokens)
         return CompleteResult(
             text=routed.completion.text,
             model=routed.model,
@@ -256,6 +299,68 @@ class Keygate:
             ],
             trimmed_turns=routed.trimmed_turns,
         )
+
+    async def _charge_budget(self, owner: str, cost: int) -> bool:
+        """Count this call against its caller's budget (shared by every instance), or refuse it."""
+        policy = self.policies.for_token(owner)
+        if policy is None or not policy.budget:
+            return False
+        wait, why = await self.store.spend_budget(f"token:{owner}", policy.budget, time.time(), 1, cost)
+        if wait > 0:
+            when = "never at this size (shorten the request)" if wait == math.inf else f"in {math.ceil(wait)} s"
+            raise PolicyRefused(
+                f"token {owner!r} is over its budget under policy {policy.name!r} ({policy.budget.describe()}): "
+                f"{why.removeprefix('client-side budget: ')}; it has room again {when}"
+            )
+        return True
+
+    async def _settle_budget(self, owner: str, cost: int, used: int) -> None:
+        """Replace the call's token estimate with what it really used (0 when it failed)."""
+        policy = self.policies.for_token(owner)
+        if policy is not None and (policy.budget.tpm is not None or policy.budget.tpd is not None):
+            await self.store.spend_budget(f"token:{owner}", policy.budget, time.time(), 0, used - cost, enforce=False)
+
+    async def run_preset(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        conversation_id: str | None = None,
+        max_wait_s: float = 20.0,
+        notify: Notify | None = None,
+        owner: str = LOCAL_OWNER,
+    ) -> CompleteResult:
+        """Call the preset `name`: fill its template, then complete through its route like any call."""
+        preset = self.config.presets.get(name)
+        if preset is None:
+            raise InvalidRequest(f"preset: unknown preset {name!r}; known: {', '.join(self.config.presets) or 'none'}")
+        values = {}
+        for parameter, spec in preset.parameters.items():
+            if arguments.get(parameter) is not None:
+                values[parameter] = arguments[parameter]
+            elif spec.default is not None:
+                values[parameter] = spec.default
+            else:
+                raise InvalidRequest(f"{parameter}: required by the preset {name!r} ({spec.description or spec.type})")
+        return await self.complete(
+            prompt=render(preset.template, values),
+            model=preset.route,
+            conversation_id=conversation_id,
+            system=preset.system if conversation_id is None else None,
+            max_tokens=preset.max_tokens,
+            temperature=preset.temperature,
+            max_wait_s=max_wait_s,
+            notify=notify,
+            owner=owner,
+            preset=name,
+        )
+
+    async def usage(self, owner: str | None, days: int = 30) -> UsageResult:
+        """Tokens used per caller, model and key over the last `days` days (one caller's, or everyone's)."""
+        if not 1 <= days <= 400:
+            raise InvalidRequest(f"days: must be between 1 and 400 (got {days})")
+        since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - (days - 1) * 86_400))
+        return usage_result(await self.store.load_usage(since, owner), since)
 
     def _check_sizes(self, new: list[Message]) -> None:
         limits = self.config.limits
@@ -288,10 +393,15 @@ class Keygate:
             new.extend(Message(m.role, m.content) for m in messages)
         return new
 
-    async def list_models(self) -> ModelsResult:
+    async def list_models(self, owner: str = LOCAL_OWNER) -> ModelsResult:
+        """Models and routes; a caller whose policy limits it sees only what it may reach."""
         now = self._clock()
         infos = []
+        policy = self.policies.for_token(owner)
+        reachable = policy.models(self.config) if policy is not None and policy.restricts_calls else None
         for name, model in self.config.models.items():
+            if reachable is not None and name not in reachable:
+                continue
             upstream = self.config.upstream_model(name)
             records = await self.pool.records(model.provider)
             ready = sum(1 for r in records if r.hold_for(upstream, now) is None)
@@ -311,7 +421,12 @@ class Keygate:
                     ready_in_s=None if ready_in is None else round(ready_in, 1),
                 )
             )
-        return ModelsResult(models=infos, routes=self.config.route_names())
+        routes = {
+            route: chain
+            for route, chain in self.config.route_names().items()
+            if policy is None or policy.may_call(self.config, route)
+        }
+        return ModelsResult(models=infos, routes=routes)
 
     async def list_conversations(self, owner: str = LOCAL_OWNER, limit: int = 20) -> ConversationsResult:
         if not 1 <= limit <= 500:
@@ -362,9 +477,12 @@ class Keygate:
         log.info("key %s reset by an operator", key_id)
         return ResetResult(key_id=key_id, state="ready")
 
-    async def key_status(self, provider: str | None = None) -> KeyStatusResult:
-        if provider is not None and provider not in self.config.providers:
-            known = ", ".join(sorted(self.config.providers)) or "none configured"
-            raise InvalidRequest(f"provider: unknown provider {provider!r}; known: {known}")
+    async def key_status(self, provider: str | None = None, owner: str = LOCAL_OWNER) -> KeyStatusResult:
+        """The key table; a caller whose policy limits it sees only the providers it may use."""
+        visible = self.policies.providers_for(owner)
+        known = sorted(p for p in self.config.providers if visible is None or p in visible)
+        if provider is not None and provider not in known:
+            raise InvalidRequest(f"provider: unknown provider {provider!r}; known: {', '.join(known) or 'none'}")
         budgets = {k.key_id: k.budget for ks in self.keys.values() for k in ks}
-        return KeyStatusResult(keys=key_rows(await self.pool.records(provider), self._clock(), budgets))
+        records = [r for r in await self.pool.records(provider) if visible is None or r.provider in visible]
+        return KeyStatusResult(keys=key_rows(records, self._clock(), budgets))

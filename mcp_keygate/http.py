@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from .auth import BearerAuthMiddleware, TokenRegistry, is_loopback
+from .auth import LOCAL_OWNER, BearerAuthMiddleware, TokenRegistry, is_loopback
 from .config import ServerConfig
 from .gateway import Keygate
 from .metrics import CONTENT_TYPE, Metrics
@@ -115,8 +115,10 @@ def build_http_app(
             if fragment_only:
                 return Response(_UNAUTHORIZED, 401, media_type="application/json", headers=_CHALLENGE)
             return HTMLResponse(render_page(None), 401, headers={**SECURITY_HEADERS, **_CHALLENGE})
-        result = await gateway.key_status()
-        fragment = render_fragment(result.keys, gateway.activity)
+        owner = caller or LOCAL_OWNER
+        result = await gateway.key_status(owner=owner)
+        providers = gateway.policies.providers_for(owner)
+        fragment = render_fragment(result.keys, gateway.activity, providers, gateway.config)
         if fragment_only:
             return HTMLResponse(fragment, headers=SECURITY_HEADERS)
         return HTMLResponse(render_page(fragment), headers=SECURITY_HEADERS)

@@ -54,6 +54,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
+        self.tokens = Counter(
+            "keygate_tokens",
+            "Tokens used, by caller (token name), model, key id and direction (in, out).",
+            ["caller", "model", "key_id", "direction"],
+            registry=self.registry,
+        )
         self.keys = Gauge(
             "keygate_keys", "Keys per provider and state (any model).", ["provider", "state"], registry=self.registry
         )
@@ -71,6 +77,10 @@ class Metrics:
 
     def on_call(self, caller: str, result: str) -> None:
         self.calls.labels(caller, result).inc()
+
+    def on_usage(self, caller: str, model: str, key_id: str, input_tokens: int, output_tokens: int) -> None:
+        self.tokens.labels(caller, model, key_id, "in").inc(input_tokens)
+        self.tokens.labels(caller, model, key_id, "out").inc(output_tokens)
 
     async def render(self) -> bytes:
         """The exposition text, with key states read from the pool (the shared one on Redis) now."""

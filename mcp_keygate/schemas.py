@@ -103,3 +103,20 @@ class ConversationResult(BaseModel):
 class ResetResult(BaseModel):
     key_id: str
     state: str
+
+
+class UsageLine(BaseModel):
+    owner: str = Field(description="the token name (local: stdio and unauthenticated callers)")
+    model: str
+    key_id: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+class UsageResult(BaseModel):
+    since: str = Field(description="first UTC day counted (YYYY-MM-DD)")
+    lines: list[UsageLine]
+    total_requests: int
+    total_input_tokens: int
+    total_output_tokens: int

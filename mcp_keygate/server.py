@@ -6,21 +6,25 @@ errors (`isError`) whose text tells the agent what to do next.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from . import __version__
 from .auth import LOCAL_OWNER, TokenRegistry
+from .config import PresetConfig
 from .conversations import UnknownConversation
 from .gateway import CallTimedOut, InvalidRequest, Keygate
 from .keys.secret import scrub
+from .policies import PolicyRefused
 from .router import RequestRejected, RouteFailed
 from .schemas import (
     CompleteResult,
@@ -30,7 +34,11 @@ from .schemas import (
     KeyStatusResult,
     ModelsResult,
     ResetResult,
+    UsageResult,
 )
+from .templates import render
+
+CALL_ERRORS = (InvalidRequest, UnknownConversation, RouteFailed, RequestRejected, CallTimedOut, PolicyRefused)
 
 log = logging.getLogger("mcp_keygate.server")
 
@@ -64,13 +72,38 @@ def build_server(
         finally:
             await gateway.close()
 
-    def caller(ctx: Context) -> str:
-        """The token name behind this request (already verified by the HTTP middleware), else local."""
+    def owner_for(authorization: str | None) -> str:
+        """The token name behind a request (already verified by the HTTP middleware), else local."""
         if tokens is None or not tokens.enabled:
             return LOCAL_OWNER
-        return tokens.name_for_header((ctx.headers or {}).get("authorization")) or LOCAL_OWNER
+        return tokens.name_for_header(authorization) or LOCAL_OWNER
 
+    def caller(ctx: Context) -> str:
+        return owner_for((ctx.headers or {}).get("authorization"))
+
+    config = gateway.config
     known_arguments: dict[str, set[str]] = {}
+
+    async def hide_what_the_policy_forbids(ctx: Any, call_next: Any) -> Any:
+        """A token sees only the preset tools and prompts its policy lets it use."""
+        result = await call_next(ctx)
+        if ctx.method not in ("tools/list", "prompts/list") or not config.presets:
+            return result
+        request = getattr(ctx, "request", None)
+        policy = gateway.policies.for_token(owner_for(request.headers.get("authorization") if request else None))
+        if policy is None:
+            return result
+        hidden = {name for name in config.presets if not policy.may_use_preset(config, name)}
+        field = "tools" if ctx.method == "tools/list" else "prompts"
+        if not hidden:
+            return result
+        if isinstance(result, dict):
+            items = [item for item in result.get(field) or [] if _name(item) not in hidden]
+            return {**result, field: items}
+        items = getattr(result, field, None)
+        if items is None:
+            return result
+        return result.model_copy(update={field: [item for item in items if _name(item) not in hidden]})
 
     async def reject_unknown_arguments(ctx: Any, call_next: Any) -> Any:
         """A misspelt argument (`promt`) would otherwise be dropped silently and the call run without it."""
@@ -96,11 +129,37 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=log_level.upper(),  # type: ignore[arg-type]
-        middleware=[reject_unknown_arguments],
+        middleware=[reject_unknown_arguments, hide_what_the_policy_forbids],
     )
 
     def tool_error(exc: Exception) -> ToolError:
         return ToolError(scrub(str(exc), gateway.secrets))
+
+    def progress_for(ctx: Context) -> Callable[[str], Awaitable[None]]:
+        progress = 0
+
+        async def notify(message: str) -> None:
+            nonlocal progress
+            progress += 1
+            log.info("%s", message)
+            await ctx.report_progress(progress, None, message)
+
+        return notify
+
+    async def answered(owner: str, what: str, call: Awaitable[CompleteResult]) -> CompleteResult:
+        """Run a complete-like call; count it, and turn its failures into tool errors."""
+        try:
+            result = await call
+        except CALL_ERRORS as exc:
+            log.info("%s by %s failed: %s", what, owner, type(exc).__name__)
+            if metrics is not None:
+                metrics.on_call(owner, type(exc).__name__)
+            raise tool_error(exc) from None
+        log.info("%s by %s answered by %s with key %s", what, owner, result.model, result.key_id)
+        if metrics is not None:
+            metrics.on_call(owner, "ok")
+            metrics.on_usage(owner, result.model, result.key_id, result.usage.input_tokens, result.usage.output_tokens)
+        return result
 
     @server.tool()
     async def complete(
@@ -121,52 +180,57 @@ def build_server(
         ] = 20.0,
     ) -> CompleteResult:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
-        progress = 0
         owner = caller(ctx)
-
-        async def notify(message: str) -> None:
-            nonlocal progress
-            progress += 1
-            log.info("%s", message)
-            await ctx.report_progress(progress, None, message)
-
-        try:
-            result = await gateway.complete(
-                prompt=prompt,
-                messages=messages,
-                model=model,
-                conversation_id=conversation_id,
-                system=system,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                max_wait_s=max_wait_s,
-                notify=notify,
-                owner=owner,
-            )
-        except (InvalidRequest, UnknownConversation, RouteFailed, RequestRejected, CallTimedOut) as exc:
-            log.info("complete by %s failed: %s", owner, type(exc).__name__)
-            if metrics is not None:
-                metrics.on_call(owner, type(exc).__name__)
-            raise tool_error(exc) from None
-        log.info("complete by %s answered by %s with key %s", owner, result.model, result.key_id)
-        if metrics is not None:
-            metrics.on_call(owner, "ok")
-        return result
+        call = gateway.complete(
+            prompt=prompt,
+            messages=messages,
+            model=model,
+            conversation_id=conversation_id,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            max_wait_s=max_wait_s,
+            notify=progress_for(ctx),
+            owner=owner,
+        )
+        return await answered(owner, "complete", call)
 
     @server.tool()
-    async def list_models() -> ModelsResult:
+    async def list_models(ctx: Context) -> ModelsResult:
         """Models and routes, with how many keys are ready and when the next one will be."""
-        return await gateway.list_models()
+        return await gateway.list_models(caller(ctx))
 
     @server.tool()
     async def key_status(
+        ctx: Context,
         provider: Annotated[str | None, Field(description="only this provider's keys")] = None,
     ) -> KeyStatusResult:
         """Every key's state (ready, cooling, exhausted, disabled), why, and for how long."""
         try:
-            return await gateway.key_status(provider)
+            return await gateway.key_status(provider, caller(ctx))
         except InvalidRequest as exc:
             raise tool_error(exc) from None
+
+    @server.tool()
+    async def usage(
+        ctx: Context, days: Annotated[int, Field(ge=1, le=400, description="today and the days before")] = 30
+    ) -> UsageResult:
+        """Tokens used per caller, model and key (with tokens configured: your own usage only)."""
+        owner = caller(ctx)
+        try:
+            return await gateway.usage(None if tokens is None or not tokens.enabled else owner, days)
+        except InvalidRequest as exc:
+            raise tool_error(exc) from None
+
+    for preset_name, preset in config.presets.items():
+        server.add_tool(
+            _preset_tool(preset_name, preset, gateway, caller, progress_for, answered),
+            name=preset_name,
+            description=preset.description,
+        )
+        server.add_prompt(
+            Prompt.from_function(_preset_prompt(preset_name, preset), name=preset_name, description=preset.description)
+        )
 
     @server.tool()
     async def list_conversations(
@@ -220,3 +284,85 @@ def build_server(
             raise ResourceError(scrub(str(exc), gateway.secrets)) from None
 
     return server
+
+
+def _name(item: Any) -> str | None:
+    return item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+
+
+_TYPE_WORDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
+def _signature(preset: PresetConfig) -> list[inspect.Parameter]:
+    """The preset's parameters as keyword-only arguments with types, defaults and descriptions."""
+    params = []
+    for name, spec in preset.parameters.items():
+        described = Annotated[spec.python_type, Field(description=spec.description or _TYPE_WORDS[spec.type])]
+        default = inspect.Parameter.empty if spec.default is None else spec.default
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=described))
+    return params
+
+
+def _preset_tool(
+    name: str,
+    preset: PresetConfig,
+    gateway: Keygate,
+    caller: Callable[[Context], str],
+    progress_for: Callable[[Context], Callable[[str], Awaitable[None]]],
+    answered: Callable[[str, str, Awaitable[CompleteResult]], Awaitable[CompleteResult]],
+) -> Callable[..., Awaitable[CompleteResult]]:
+    """A tool function whose signature is the preset's parameters (the SDK derives the schema from it)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    extra = [
+        inspect.Parameter("ctx", keyword, annotation=Context),
+        inspect.Parameter(
+            "conversation_id",
+            keyword,
+            default=None,
+            annotation=Annotated[str | None, Field(description="continue this conversation; omit to start one")],
+        ),
+        inspect.Parameter(
+            "max_wait_s",
+            keyword,
+            default=20.0,
+            annotation=Annotated[float, Field(ge=0, le=600, description="how long to wait for a cooling key")],
+        ),
+    ]
+    params = [*_signature(preset), *extra]
+
+    async def run_preset(**arguments: Any) -> CompleteResult:
+        ctx = arguments.pop("ctx")
+        conversation_id = arguments.pop("conversation_id", None)
+        max_wait_s = arguments.pop("max_wait_s", 20.0)
+        owner = caller(ctx)
+        call = gateway.run_preset(
+            name,
+            arguments,
+            conversation_id=conversation_id,
+            max_wait_s=max_wait_s,
+            notify=progress_for(ctx),
+            owner=owner,
+        )
+        return await answered(owner, name, call)
+
+    run_preset.__signature__ = inspect.Signature(params, return_annotation=CompleteResult)  # type: ignore[attr-defined]
+    run_preset.__annotations__ = {p.name: p.annotation for p in params} | {"return": CompleteResult}
+    run_preset.__name__ = run_preset.__qualname__ = name
+    return run_preset
+
+
+def _preset_prompt(name: str, preset: PresetConfig) -> Callable[..., list[UserMessage]]:
+    """The preset as an MCP prompt: its template filled with the arguments (and its system prompt first)."""
+    params = _signature(preset)
+
+    def render_prompt(**arguments: Any) -> list[UserMessage]:
+        values = {k: v for k, v in arguments.items() if v is not None}
+        for parameter, spec in preset.parameters.items():
+            values.setdefault(parameter, spec.default)
+        text = render(preset.template, values)
+        return [UserMessage(f"{preset.system}\n\n{text}" if preset.system else text)]
+
+    render_prompt.__signature__ = inspect.Signature(params, return_annotation=list[UserMessage])  # type: ignore[attr-defined]
+    render_prompt.__annotations__ = {p.name: p.annotation for p in params} | {"return": list[UserMessage]}
+    render_prompt.__name__ = render_prompt.__qualname__ = name
+    return render_prompt

@@ -13,6 +13,7 @@ import math
 import time
 
 from .activity import Activity
+from .config import Config
 from .schemas import KeyStatusRow
 from .status import iso_time
 
@@ -116,8 +117,10 @@ def _key_rows(rows: list[KeyStatusRow]) -> str:
     return "\n".join(out)
 
 
-def render_fragment(rows: list[KeyStatusRow], activity: Activity, providers: set[str] | None = None) -> str:
-    """The live part of the page (re-fetched by the script)."""
+def render_fragment(
+    rows: list[KeyStatusRow], activity: Activity, providers: set[str] | None = None, config: Config | None = None
+) -> str:
+    """The live part of the page (re-fetched by the script); limited to `providers` when given."""
     counts = {state: sum(1 for r in rows if r.state == state) for state in STATES}
     chips = "".join(f'<span class="chip {s}" data-count="{s}">{counts[s]} {s}</span>' for s in STATES)
     attempts = activity.recent(providers)[:25]

@@ -346,3 +346,17 @@ async def test_priority_in_a_large_pool_returns_to_the_first_key_after_its_coold
     await pool.release(second, OK)
     clock.advance(10.1)
     assert (await lease(pool)).key.index == 0
+
+
+def test_the_budget_says_which_limit_is_used_up():
+    from mcp_keygate.keys.budget import Budget, charge, wait_for_budget
+
+    spend: dict = {}
+    budget = Budget(rpm=2, tpm=1000, rpd=100, tpd=5000)
+    charge(spend, budget, 100.0, 1, 900)
+    assert wait_for_budget(spend, budget, 100.5, 200)[1] == "client-side budget: 1000 tokens per minute used up"
+    charge(spend, budget, 101.0, 1, 0)
+    assert wait_for_budget(spend, budget, 101.5, 10)[1] == "client-side budget: 2 requests per minute used up"
+    assert wait_for_budget(spend, budget, 200.0, 10) == (0.0, "")  # a minute later there is room again
+    wait, why = wait_for_budget(spend, budget, 200.0, 6000)
+    assert wait == float("inf") and "exceeds the budget" in why

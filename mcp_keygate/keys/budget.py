@@ -30,22 +30,23 @@ class Budget:
     rpm: int | None = None
     tpm: int | None = None
     rpd: int | None = None
+    tpd: int | None = None
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.rpm, self.tpm, self.rpd))
+        return any(v is not None for v in (self.rpm, self.tpm, self.rpd, self.tpd))
 
     def _limits(self) -> list[tuple[str, float, int, int]]:
         """(window, seconds, request limit, token limit) for each window that has a limit."""
         limits = []
         if self.rpm is not None or self.tpm is not None:
             limits.append(("minute", MINUTE_S, _or_inf(self.rpm), _or_inf(self.tpm)))
-        if self.rpd is not None:
-            limits.append(("day", DAY_S, self.rpd, math.inf))
+        if self.rpd is not None or self.tpd is not None:
+            limits.append(("day", DAY_S, _or_inf(self.rpd), _or_inf(self.tpd)))
         return limits
 
     def describe(self) -> str:
-        parts = [f"{v} {unit}" for v, unit in ((self.rpm, "rpm"), (self.tpm, "tpm"), (self.rpd, "rpd")) if v]
-        return ", ".join(parts)
+        units = ((self.rpm, "rpm"), (self.tpm, "tpm"), (self.rpd, "rpd"), (self.tpd, "tpd"))
+        return ", ".join(f"{v} {unit}" for v, unit in units if v)
 
 
 NO_BUDGET = Budget()
@@ -66,12 +67,17 @@ def wait_for_budget(spend: Spend, budget: Budget, now: float, tokens: int = 0) -
     longest, why = 0.0, ""
     for window, window_s, max_requests, max_tokens in budget._limits():
         if tokens > max_tokens:
-            return math.inf, f"one request of about {tokens} tokens exceeds the budget of {max_tokens} tpm"
+            why = f"one request of about {tokens} tokens exceeds the budget ({max_tokens:g} tokens per {window})"
+            return math.inf, why
         buckets = _counted(spend.get(window, []), window_s, now)
         requests = sum(b[1] for b in buckets)
         used = sum(b[2] for b in buckets)
         if requests + 1 <= max_requests and used + tokens <= max_tokens:
             continue
+        if requests + 1 > max_requests:
+            limit = f"{max_requests:g} requests"
+        else:
+            limit = f"{max_tokens:g} tokens"
         width = window_s / BUCKETS_PER_WINDOW
         wait = math.inf
         for bucket in buckets:  # oldest first: drop buckets until the request fits
@@ -81,7 +87,6 @@ def wait_for_budget(spend: Spend, budget: Budget, now: float, tokens: int = 0) -
                 wait = bucket[0] + width + window_s - now
                 break
         if wait > longest:
-            limit = f"{max_requests:g} requests" if requests + 1 > max_requests else f"{max_tokens:g} tokens"
             longest, why = wait, f"client-side budget: {limit} per {window} used up"
     return longest, why
 
@@ -98,3 +103,13 @@ def charge(spend: Spend, budget: Budget, now: float, requests: int, tokens: int)
         else:
             buckets.append([start, float(requests), float(max(0, tokens))])
         spend[window] = buckets
+
+
+def try_spend(spend: Spend, budget: Budget, now: float, requests: int, tokens: int, enforce: bool) -> tuple[float, str]:
+    """Charge `spend` if it fits (or `enforce` is off); else (seconds until it fits, why), charging nothing."""
+    if enforce:
+        wait, why = wait_for_budget(spend, budget, now, tokens)
+        if wait > 0:
+            return wait, why
+    charge(spend, budget, now, requests, tokens)
+    return 0.0, ""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..auth import LOCAL_OWNER
+from ..keys.budget import Budget
 from ..keys.state import KeyRecord
 from ..messages import Turn
 
@@ -24,6 +25,19 @@ class ConversationInfo:
     created_at: float
     updated_at: float
     turns: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Tokens used by one caller (token name) on one model with one key, on one UTC day."""
+
+    day: str  # YYYY-MM-DD
+    owner: str
+    model: str
+    key_id: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
 
 
 class Store(Protocol):
@@ -47,10 +61,21 @@ class Store(Protocol):
         create: bool,
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
+        usage: UsageRow | None = None,
     ) -> None:
-        """Append all turns, and save `keys`, in one transaction; `create` starts `owner`'s new conversation."""
+        """Append all turns, save `keys` and add `usage`, in one transaction; `create` starts `owner`'s new
+        conversation."""
 
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]: ...
 
     async def ping(self) -> bool:
         """Whether the store answers (for /healthz)."""
+
+    async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
+        """Usage rows from `since_day` on (one owner's, or everyone's)."""
+
+    async def spend_budget(
+        self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
+    ) -> tuple[float, str]:
+        """Atomically (across instances sharing the store): if `enforce` and the spend does not fit the
+        budget, return (seconds until it does, why) and charge nothing; else charge it and return (0, "")."""

@@ -6,9 +6,10 @@ import copy
 import time
 
 from ..auth import LOCAL_OWNER
+from ..keys.budget import Budget, Spend, try_spend
 from ..keys.state import KeyRecord
 from ..messages import Turn
-from .base import ConversationConflict, ConversationInfo
+from .base import ConversationConflict, ConversationInfo, UsageRow
 
 
 class MemoryStore:
@@ -17,6 +18,8 @@ class MemoryStore:
         self._conversations: dict[str, list[Turn]] = {}
         self._created: dict[str, float] = {}
         self._owner: dict[str, str] = {}
+        self._usage: dict[tuple[str, str, str, str], list[int]] = {}
+        self._budgets: dict[str, Spend] = {}
 
     async def open(self) -> None:
         return None
@@ -45,6 +48,7 @@ class MemoryStore:
         create: bool,
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
+        usage: UsageRow | None = None,
     ) -> None:
         if create:
             if conversation_id in self._conversations:
@@ -56,6 +60,11 @@ class MemoryStore:
             raise ConversationConflict(conversation_id)
         self._conversations[conversation_id].extend(turns)
         await self.save_keys(keys or [])
+        if usage is not None:
+            totals = self._usage.setdefault((usage.day, usage.owner, usage.model, usage.key_id), [0, 0, 0])
+            totals[0] += usage.requests
+            totals[1] += usage.input_tokens
+            totals[2] += usage.output_tokens
 
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
         infos = [
@@ -67,3 +76,15 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
+        return sorted(
+            UsageRow(*key, *totals)
+            for key, totals in self._usage.items()
+            if key[0] >= since_day and (owner is None or key[1] == owner)
+        )
+
+    async def spend_budget(
+        self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
+    ) -> tuple[float, str]:
+        return try_spend(self._budgets.setdefault(name, {}), budget, now, requests, tokens, enforce)

@@ -6,7 +6,8 @@ another's numbering. Key records are written by `RedisKeyPool` itself; this stor
 for `status`.
 
 Layout (prefix P): `P:conv:<id>` meta hash (owner, created_at, updated_at, turns),
-`P:conv:<id>:turns` the turns (list of JSON), `P:owner:<owner>:convs` ids by last update.
+`P:conv:<id>:turns` the turns (list of JSON), `P:owner:<owner>:convs` ids by last update,
+`P:usage:<day>` usage counters (hash), `P:budget:<name>` a caller's budget spend (JSON).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from ..auth import LOCAL_OWNER
+from ..keys.budget import Budget, try_spend
 from ..keys.state import KeyRecord
 from ..messages import Turn
-from .base import ConversationConflict, ConversationInfo
+from .base import ConversationConflict, ConversationInfo, UsageRow
+
+_FIELD_SEP = "\x1f"
 
 
 class RedisStore:
@@ -81,6 +85,7 @@ class RedisStore:
         create: bool,
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
+        usage: UsageRow | None = None,
     ) -> None:
         meta = self._meta(conversation_id)
         payload = [json.dumps(asdict(t)) for t in turns]
@@ -104,8 +109,63 @@ class RedisStore:
                     pipe.zadd(f"{self.prefix}:owner:{owner}:convs", {conversation_id: now})
                     for record in keys or []:
                         pipe.set(f"{self.prefix}:key:{record.key_id}", json.dumps(record.to_dict()))
+                    if usage is not None:
+                        where = f"{self.prefix}:usage:{usage.day}"
+                        head = _FIELD_SEP.join((usage.owner, usage.model, usage.key_id))
+                        pipe.hincrby(where, f"{head}{_FIELD_SEP}requests", usage.requests)
+                        pipe.hincrby(where, f"{head}{_FIELD_SEP}input_tokens", usage.input_tokens)
+                        pipe.hincrby(where, f"{head}{_FIELD_SEP}output_tokens", usage.output_tokens)
                     await pipe.execute()
                     return
+                except WatchError:
+                    continue
+
+    async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
+        prefix = f"{self.prefix}:usage:"
+        days = sorted(
+            day
+            for day in (_text(k)[len(prefix) :] async for k in self.redis.scan_iter(f"{prefix}*"))
+            if day >= since_day
+        )
+        rows = []
+        for day in days:
+            totals: dict[tuple[str, str, str], dict[str, int]] = {}
+            for field, value in (await self.redis.hgetall(f"{prefix}{day}")).items():
+                who, model, key_id, name = _text(field).split(_FIELD_SEP)
+                if owner is None or who == owner:
+                    totals.setdefault((who, model, key_id), {})[name] = int(value)
+            for (who, model, key_id), counts in sorted(totals.items()):
+                rows.append(
+                    UsageRow(
+                        day,
+                        who,
+                        model,
+                        key_id,
+                        counts.get("requests", 0),
+                        counts.get("input_tokens", 0),
+                        counts.get("output_tokens", 0),
+                    )
+                )
+        return rows
+
+    async def spend_budget(
+        self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
+    ) -> tuple[float, str]:
+        key = f"{self.prefix}:budget:{name}"
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    state = json.loads(raw) if raw else {}
+                    verdict = try_spend(state, budget, now, requests, tokens, enforce)
+                    if verdict[0] > 0:
+                        await pipe.reset()
+                        return verdict
+                    pipe.multi()
+                    pipe.set(key, json.dumps(state), ex=2 * 86_400)
+                    await pipe.execute()
+                    return verdict
                 except WatchError:
                     continue
 

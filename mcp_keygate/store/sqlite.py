@@ -16,15 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from ..auth import LOCAL_OWNER
+from ..keys.budget import Budget, try_spend
 from ..keys.state import KeyRecord
 from ..messages import Turn
-from .base import ConversationConflict, ConversationInfo
+from .base import ConversationConflict, ConversationInfo, UsageRow
 
 T = TypeVar("T")
 
@@ -53,6 +54,21 @@ CREATE TABLE IF NOT EXISTS turns (
     created_at REAL NOT NULL,
     PRIMARY KEY (conversation_id, seq)
 );
+CREATE TABLE IF NOT EXISTS usage (
+    day           TEXT NOT NULL,
+    owner         TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    key_id        TEXT NOT NULL,
+    requests      INTEGER NOT NULL,
+    input_tokens  INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    PRIMARY KEY (day, owner, model, key_id)
+);
+CREATE TABLE IF NOT EXISTS budgets (
+    name       TEXT PRIMARY KEY,
+    spend      TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -62,9 +78,10 @@ class StoreError(Exception):
 
 @dataclass(slots=True)
 class _Write:
-    fn: Callable[[sqlite3.Connection], None]
+    fn: Callable[[sqlite3.Connection], Any]
     done: bool = False
     error: BaseException | None = None
+    result: Any = None
 
 
 class SQLiteStore:
@@ -75,8 +92,8 @@ class SQLiteStore:
         self._pending: list[_Write] = []
         self._commit_lock = anyio.Lock()
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], None]) -> None:
-        """Run `fn` in a committed transaction, shared with the writes queued alongside it."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `fn` in a committed transaction, shared with the writes queued alongside it; its result."""
         write = _Write(fn)
         self._pending.append(write)
         async with self._commit_lock:
@@ -92,6 +109,7 @@ class SQLiteStore:
                     raise
         if write.error is not None:
             raise write.error
+        return write.result
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -163,6 +181,7 @@ class SQLiteStore:
         create: bool,
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
+        usage: UsageRow | None = None,
     ) -> None:
         now = time.time()
         key_rows = _key_rows(keys or [])
@@ -195,6 +214,22 @@ class SQLiteStore:
                 (len(turns), now, conversation_id),
             )
             _upsert_keys(conn, key_rows)
+            if usage is not None:
+                conn.execute(
+                    "INSERT INTO usage(day, owner, model, key_id, requests, input_tokens, output_tokens) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, owner, model, key_id) DO UPDATE SET "
+                    "requests=requests+excluded.requests, input_tokens=input_tokens+excluded.input_tokens, "
+                    "output_tokens=output_tokens+excluded.output_tokens",
+                    (
+                        usage.day,
+                        usage.owner,
+                        usage.model,
+                        usage.key_id,
+                        usage.requests,
+                        usage.input_tokens,
+                        usage.output_tokens,
+                    ),
+                )
 
         await self._write(write)
 
@@ -208,6 +243,34 @@ class SQLiteStore:
             return [ConversationInfo(*row) for row in rows]
 
         return await self._run(read)
+
+    async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
+        def read(conn: sqlite3.Connection) -> list[UsageRow]:
+            query = "SELECT day, owner, model, key_id, requests, input_tokens, output_tokens FROM usage WHERE day >= ?"
+            args: list[str] = [since_day]
+            if owner is not None:
+                query += " AND owner = ?"
+                args.append(owner)
+            return [UsageRow(*row) for row in conn.execute(query + " ORDER BY day, owner, model, key_id", args)]
+
+        return await self._run(read)
+
+    async def spend_budget(
+        self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
+    ) -> tuple[float, str]:
+        def spend(conn: sqlite3.Connection) -> tuple[float, str]:
+            row = conn.execute("SELECT spend FROM budgets WHERE name=?", (name,)).fetchone()
+            state = json.loads(row[0]) if row else {}
+            verdict = try_spend(state, budget, now, requests, tokens, enforce)
+            if verdict[0] == 0:
+                conn.execute(
+                    "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
+                    "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
+                    (name, json.dumps(state), now),
+                )
+            return verdict
+
+        return await self._write(spend)
 
     async def ping(self) -> bool:
         try:
@@ -242,7 +305,7 @@ def _commit(conn: sqlite3.Connection, batch: list[_Write]) -> None:
         for write in batch:
             conn.execute("SAVEPOINT one_write")
             try:
-                write.fn(conn)
+                write.result = write.fn(conn)
             except Exception as exc:
                 conn.execute("ROLLBACK TO one_write")
                 write.error = exc
