@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import anyio
 
-from .upstream import ROOT, SimProcess
+from .upstream import SimProcess, stdio_keygate
 
 
 def rss_mb(pid: int) -> float:
@@ -42,21 +41,10 @@ def _server_pid() -> int:
 
 
 async def measure(conversations: int = 10_000) -> dict[str, float]:
-    from mcp import Client, StdioServerParameters
+    from mcp import Client
 
     with SimProcess() as sim, tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "k.toml"
-        cfg.write_text(
-            f'[state]\npath = "{Path(tmp) / "state.db"}"\n[providers.p]\nbase_url = "{sim.openai_base}"\n'
-            'keys = ["${BENCH_KEYS}"]\nstream = false\n[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
-            encoding="utf-8",
-        )
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-mem{i:02d}" for i in range(10))}
-        params = StdioServerParameters(
-            command=sys.executable,
-            env=env,
-            args=["-m", "mcp_keygate", "serve", "--config", str(cfg), "--log-level", "WARNING"],
-        )
+        params = stdio_keygate(sim.openai_base, Path(tmp), [f"sim-ok-mem{i:02d}" for i in range(10)])
         async with Client(params, mode="legacy") as client:
             await client.list_tools()
             pid = _server_pid()

@@ -4,7 +4,6 @@ to the same simulator (the floor) and a bare MCP echo tool's round trip."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -78,21 +77,14 @@ async def in_process(sim, backend: str, n: int, conversation: bool, stream: bool
 async def over_stdio(sim, n: int) -> dict[str, list[float]]:
     from mcp import Client, StdioServerParameters
 
+    from .upstream import stdio_keygate
+
     out: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "k.toml"
-        cfg.write_text(
-            f'[state]\npath = "{Path(tmp) / "state.db"}"\n[providers.p]\nbase_url = "{sim.openai_base}"\n'
-            'keys = ["${BENCH_KEYS}"]\nstream = false\n[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
-            encoding="utf-8",
+        keygate = stdio_keygate(sim.openai_base, Path(tmp), [f"sim-ok-bench{i:02d}" for i in range(10)])
+        bare = StdioServerParameters(
+            command=sys.executable, args=[str(ROOT / "bench" / "bare_server.py")], env=keygate.env
         )
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10))}
-        keygate = StdioServerParameters(
-            command=sys.executable,
-            env=env,
-            args=["-m", "mcp_keygate", "serve", "--config", str(cfg), "--log-level", "WARNING"],
-        )
-        bare = StdioServerParameters(command=sys.executable, args=[str(ROOT / "bench" / "bare_server.py")], env=env)
         async with Client(keygate, mode="legacy") as client:
             await client.call_tool("complete", {"prompt": "warm up"})
             times = []

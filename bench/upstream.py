@@ -4,6 +4,7 @@ system under test), plus a reading of its request log: what each system really s
 from __future__ import annotations
 
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -65,6 +66,24 @@ class SimProcess:
 
     def log(self) -> list[dict[str, Any]]:
         return httpx2.get(f"{self.url}/_sim/log", timeout=30).json()["requests"]
+
+
+def stdio_keygate(openai_base: str, workdir: Path, keys: list[str]) -> Any:
+    """`mcp-keygate serve` over stdio with a SQLite state file in `workdir` and `keys` on one provider."""
+    from mcp import StdioServerParameters
+
+    config = workdir / "keygate.toml"
+    config.write_text(
+        f'[state]\npath = "{workdir / "state.db"}"\n[providers.p]\nbase_url = "{openai_base}"\n'
+        'keys = ["${BENCH_KEYS}"]\nstream = false\n[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(keys)}
+    return StdioServerParameters(
+        command=sys.executable,
+        env=env,
+        args=["-m", "mcp_keygate", "serve", "--config", str(config), "--log-level", "WARNING"],
+    )
 
 
 @dataclass

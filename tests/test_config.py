@@ -121,3 +121,26 @@ def test_public_names_load_on_first_use():
         assert getattr(mcp_keygate, name) is not None
     with pytest.raises(AttributeError):
         mcp_keygate.nothing_here  # noqa: B018
+
+
+def test_the_example_config_and_the_readme_examples_are_valid():
+    """The config a newcomer copies must work as written."""
+    import re
+    import tomllib
+
+    from mcp_keygate.config import load_config_file, parse_config
+
+    from .conftest import REPO
+
+    example = load_config_file(REPO / "keygate.example.toml")
+    env = {"OPENAI_KEY_A": "a", "OPENAI_KEY_B": "b", "ANTHROPIC_API_KEYS": "c,d", "GEMINI_API_KEYS": "e"}
+    assert sum(len(k) for k in example.resolve_keys(env).values()) == 5
+    assert set(example.presets) == {"summarize", "translate"}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", readme, re.S)]
+    presets = next(b for b in blocks if "presets" in b and "summarize" in b["presets"])
+    policies = next(b for b in blocks if "support-team" in b.get("policies", {}))
+    base = tomllib.loads((REPO / "keygate.example.toml").read_text(encoding="utf-8"))
+    config = parse_config({**base, "presets": presets["presets"], "policies": policies["policies"]})
+    assert config.presets["summarize"].parameters["audience"].default == "a busy engineer"
+    assert config.policies["support-team"].budget().rpm == 60

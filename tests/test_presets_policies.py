@@ -103,13 +103,14 @@ async def test_a_preset_is_a_tool_that_falls_back_across_providers_and_a_prompt(
         assert sent["key"] == fp(CLAUDE) and sent["api"] == "anthropic"
         assert sent["system"] == "You summarize precisely and never invent facts."
         assert sent["messages"] == [
-            {"role": "user", "content": "Summarize the following text in 2 bullet points:\n\nHerons wade in shallow water."}
+            {
+                "role": "user",
+                "content": "Summarize the following text in 2 bullet points:\n\nHerons wade in shallow water.",
+            }
         ]
         assert sent["max_tokens"] == 300
 
-        again = await client.call_tool(
-            "summarize", {"text": "Egrets too.", "conversation_id": data["conversation_id"]}
-        )
+        again = await client.call_tool("summarize", {"text": "Egrets too.", "conversation_id": data["conversation_id"]})
         assert not again.is_error
         assert len(sim_log(sim)[-1]["messages"]) == 3  # the conversation went on, with its history
 
@@ -213,7 +214,9 @@ async def test_a_token_restricted_to_one_route_is_refused_on_another(team_server
         tools = {t.name for t in (await alice.list_tools()).tools}
         assert "translate" in tools and "summarize" not in tools  # summarize goes through a route she may not use
         hidden = await alice.call_tool("summarize", {"text": "x"})
-        assert hidden.is_error and "may not use the preset 'summarize' under policy 'team-cheap'" in hidden.content[0].text
+        assert (
+            hidden.is_error and "may not use the preset 'summarize' under policy 'team-cheap'" in hidden.content[0].text
+        )
         translated = await alice.call_tool("translate", {"text": "hola"})
         assert not translated.is_error
 
@@ -235,7 +238,9 @@ async def test_a_token_restricted_to_one_route_is_refused_on_another(team_server
         assert {line["owner"] for line in usage["lines"]} == {"bob"}  # each token sees its own usage
 
     page = httpx2.get(f"{server.url}/status", headers={"Authorization": f"Bearer {ALICE}"})
-    assert page.status_code == 200 and "cheap:" in page.text and "openai:" not in page.text and "claude:" not in page.text
+    assert (
+        page.status_code == 200 and "cheap:" in page.text and "openai:" not in page.text and "claude:" not in page.text
+    )
     metrics = httpx2.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {BOB}"}).text
     assert 'keygate_tokens_total{caller="alice",direction="in"' in metrics
     assert 'keygate_tokens_total{caller="bob",direction="out"' in metrics

@@ -74,10 +74,7 @@ def wait_for_budget(spend: Spend, budget: Budget, now: float, tokens: int = 0) -
         used = sum(b[2] for b in buckets)
         if requests + 1 <= max_requests and used + tokens <= max_tokens:
             continue
-        if requests + 1 > max_requests:
-            limit = f"{max_requests:g} requests"
-        else:
-            limit = f"{max_tokens:g} tokens"
+        limit = f"{max_requests:g} requests" if requests + 1 > max_requests else f"{max_tokens:g} tokens"
         width = window_s / BUCKETS_PER_WINDOW
         wait = math.inf
         for bucket in buckets:  # oldest first: drop buckets until the request fits
