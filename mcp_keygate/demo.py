@@ -24,6 +24,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .status import duration
+
 OPENAI_KEYS = ["sim-ratelimit-8s-demo0000a1", "sim-quota-demo0000b2", "sim-ok-demo0000c3"]
 ANTHROPIC_KEYS = ["sim-invalid-demo0000d4", "sim-overloaded-demo0000e5", "sim-ok-demo0000f6"]
 GEMINI_KEYS = ["sim-ok-demo0000g7"]
@@ -107,18 +109,16 @@ class Board:
     def key_table(self) -> Table:
         elapsed = time.monotonic() - self.keys_at
         table = Table(title="Keys", title_justify="left", expand=True)
-        for header in ("key id", "mask", "state", "model", "ready in", "reason"):
+        for header in ("key id", "mask", "state", "scope", "ready in", "reason"):
             table.add_column(header, overflow="ellipsis", no_wrap=True)
         for k in self.keys:
-            ready = "-"
-            if k["ready_in_s"] is not None:
-                ready = f"{max(0.0, k['ready_in_s'] - elapsed):.0f} s"
+            ready = "-" if k["ready_in_s"] is None else duration(k["ready_in_s"] - elapsed)
             state = k["state"]
             table.add_row(
                 k["key_id"],
                 k["mask"],
                 Text(state, style=STATE_STYLE.get(state, "")),
-                k["model"] or "*",
+                k["model"] or "all models",
                 ready,
                 (k["reason"] or "")[:50],
             )

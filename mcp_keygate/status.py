@@ -65,10 +65,13 @@ def _ago(iso: str | None, now: float) -> str:
     if iso is None:
         return "never"
     seconds = now - dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
-    return f"{_duration(max(0.0, seconds))} ago"
+    return f"{duration(max(0.0, seconds))} ago"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`42 s`, `12 min`, `6.0 h`: the same words in the CLI table, the demo and the status page."""
+    if seconds <= 0:
+        return "now"
     if seconds < 90:
         return f"{math.ceil(seconds)} s"
     if seconds < 90 * 60:
@@ -85,7 +88,7 @@ def table_cells(rows: list[KeyStatusRow], now: float) -> list[list[str]]:
             r.mask,
             r.state,
             r.model or "all models",
-            "-" if r.ready_in_s is None else _duration(r.ready_in_s),
+            "-" if r.ready_in_s is None else duration(r.ready_in_s),
             (r.reason or "")[:60],
             str(r.requests),
             str(r.failures),

@@ -9,13 +9,12 @@ sessionStorage and sends it as an Authorization header, so no token ever travels
 from __future__ import annotations
 
 import html
-import math
 import time
 
 from .activity import Activity
 from .config import Config
 from .schemas import KeyStatusRow
-from .status import iso_time
+from .status import duration, iso_time
 
 STATES = ("ready", "cooling", "exhausted", "disabled")
 
@@ -85,16 +84,6 @@ def _e(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _duration(seconds: float) -> str:
-    if seconds <= 0:
-        return "now"
-    if seconds < 90:
-        return f"{math.ceil(seconds)} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _short(reason: str | None, limit: int = 140) -> str:
     reason = reason or ""
     return reason if len(reason) <= limit else reason[: limit - 1] + "…"
@@ -105,7 +94,7 @@ def _key_rows(rows: list[KeyStatusRow]) -> str:
     for r in rows:
         ready = "-"
         if r.ready_in_s is not None:
-            ready = f'<span data-ready-in="{r.ready_in_s:.1f}">{_e(_duration(r.ready_in_s))}</span>'
+            ready = f'<span data-ready-in="{r.ready_in_s:.1f}">{_e(duration(r.ready_in_s))}</span>'
         out.append(
             f'<tr data-key-id="{_e(r.key_id)}" data-state="{_e(r.state)}">'
             f"<td>{_e(r.provider)}</td><td><code>{_e(r.key_id)}</code></td><td>{_e(r.mask)}</td>"
@@ -140,7 +129,7 @@ def render_fragment(
         )
         or '<tr><td colspan="3" class="muted">no fallbacks since the server started</td></tr>'
     )
-    uptime = _duration(time.time() - activity.started)
+    uptime = duration(time.time() - activity.started)
     return f"""
 <div class="chips">{chips}<span class="muted">· up {uptime} · since {_e(iso_time(activity.started))}</span></div>
 <h2>Keys</h2>
