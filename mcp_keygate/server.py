@@ -83,6 +83,8 @@ def build_server(
 
     config = gateway.config
     known_arguments: dict[str, set[str]] = {}
+    # Static resources cannot tell who reads them: with policies in force, they point to the tools.
+    policies_apply = bool(config.policies) and tokens is not None and tokens.enabled
 
     async def hide_what_the_policy_forbids(ctx: Any, call_next: Any) -> Any:
         """A token sees only the preset tools and prompts its policy lets it use."""
@@ -261,11 +263,15 @@ def build_server(
     @server.resource("keygate://keys", name="keys", mime_type="application/json")
     async def keys_resource() -> str:
         """Every key's state, why, and for how long (the key_status table)."""
+        if policies_apply:
+            return '{"note": "what a caller may see depends on its token\'s policy: use the key_status tool"}'
         return (await gateway.key_status()).model_dump_json(indent=2)
 
     @server.resource("keygate://models", name="models", mime_type="application/json")
     async def models_resource() -> str:
         """Models and routes, with how many keys are ready."""
+        if policies_apply:
+            return '{"note": "what a caller may see depends on its token\'s policy: use the list_models tool"}'
         return (await gateway.list_models()).model_dump_json(indent=2)
 
     @server.resource("keygate://conversations", name="conversations", mime_type="application/json")

@@ -226,6 +226,8 @@ async def test_a_token_restricted_to_one_route_is_refused_on_another(team_server
         assert other.is_error and "unknown provider 'openai'" in other.content[0].text
         models = (await alice.call_tool("list_models", {})).structured_content
         assert [m["name"] for m in models["models"]] == ["mini"] and list(models["routes"]) == ["cheap"]
+        resource = json.loads((await alice.read_resource("keygate://keys")).contents[0].text)
+        assert "keys" not in resource and "use the key_status tool" in resource["note"]
         usage = (await alice.call_tool("usage", {})).structured_content
         assert {(line["owner"], line["model"]) for line in usage["lines"]} == {("alice", "mini")}
         assert usage["total_requests"] == 2
