@@ -22,6 +22,7 @@ from .config import Config, state_path
 from .conversations import InvalidConversationId, load_history, new_conversation_id, request_messages
 from .keys.pool import KeyPool
 from .keys.rules import PoolPolicy
+from .keys.state import KeyRecord
 from .messages import Message, Turn
 from .policies import Policies, PolicyRefused
 from .providers import CallParams, build_provider
@@ -51,6 +52,8 @@ log = logging.getLogger("mcp_keygate")
 
 # Upstream connection pools, used in turn (see Keygate._http_client).
 UPSTREAM_POOLS = 8
+# Key counters (requests, headroom, budget spend) are written at most this often; state changes at once.
+COUNTER_FLUSH_S = 1.0
 
 
 class InvalidRequest(ValueError):
@@ -106,6 +109,7 @@ class Keygate:
         self._next_client = 0
         self.router: Router | None = None
         self.activity = Activity()
+        self._counters_flushed = 0.0
         self.policies = Policies(config)
         self.in_flight = 0  # complete calls running now (graceful shutdown waits for them)
         self.draining = False
@@ -256,7 +260,7 @@ class Keygate:
             routed = await self.router.route(chain, context, CallParams(max_tokens, temperature), max_wait_s, notify)
         except BaseException:
             with anyio.CancelScope(shield=True):  # what the failed call learned about keys is kept
-                await self.store.save_keys(self.pool.take_dirty())
+                await self.store.save_keys(self._keys_to_write())
                 if charged:
                     await self._settle_budget(owner, cost, 0)
             raise
@@ -275,7 +279,7 @@ class Keygate:
         )
         # One transaction: the user turn, the answer, what the call taught us about keys, and its usage.
         await self.store.append_turns(
-            conversation_id, turns, create=create, owner=owner, keys=self.pool.take_dirty(), usage=used
+            conversation_id, turns, create=create, owner=owner, keys=self._keys_to_write(), usage=used
         )
         if charged:
             await self._settle_budget(owner, cost, usage.input_tokens + usage.output_tokens)
@@ -299,6 +303,14 @@ class Keygate:
             ],
             trimmed_turns=routed.trimmed_turns,
         )
+
+    def _keys_to_write(self) -> list[KeyRecord]:
+        """Key records for this call's transaction: state changes always, counters once a second."""
+        now = time.monotonic()
+        if now - self._counters_flushed >= COUNTER_FLUSH_S:
+            self._counters_flushed = now
+            return self.pool.take_dirty()
+        return self.pool.take_dirty(state_changes_only=True)
 
     async def _charge_budget(self, owner: str, cost: int) -> bool:
         """Count this call against its caller's budget (shared by every instance), or refuse it."""

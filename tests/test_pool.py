@@ -360,3 +360,18 @@ def test_the_budget_says_which_limit_is_used_up():
     assert wait_for_budget(spend, budget, 200.0, 10) == (0.0, "")  # a minute later there is room again
     wait, why = wait_for_budget(spend, budget, 200.0, 6000)
     assert wait == float("inf") and "exceeds the budget" in why
+
+
+async def test_state_changes_are_taken_at_once_counters_in_batches():
+    keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(2)]
+    pool = KeyPool({"p": keys}, {"p": PoolPolicy()}, FakeClock())
+    await pool.release(await lease(pool), OK)  # counters only
+    assert pool.take_dirty(state_changes_only=True) == []
+    cooled = await lease(pool)
+    await pool.release(cooled, Verdict(Outcome.RATE_LIMITED, 429, 30.0))
+    urgent = pool.take_dirty(state_changes_only=True)
+    assert [r.key_id for r in urgent] == [cooled.key.key_id] and urgent[0].model_holds
+    assert pool.take_dirty(state_changes_only=True) == []
+    rest = pool.take_dirty()  # the counters of the other key were kept for the batch
+    assert [r.key_id for r in rest] != [] and cooled.key.key_id not in [r.key_id for r in rest]
+    assert pool.take_dirty() == []

@@ -1,8 +1,9 @@
 """The rotating key pool of one process: pick a usable key, lease it, learn from what happened.
 
-State lives in memory and is persisted by the store from `take_dirty()`. Every method runs on
-the event loop without awaiting anything, so a pick and its lease are one atomic step. The
-rules themselves are in `rules.py`, shared with the Redis pool used by several instances.
+State lives in memory and is persisted by the store from `take_dirty()`: a change of state (a
+cooldown, a parked or disabled key) at once, mere counters (requests, headroom, budget spend) in
+batches. Every method runs on the event loop without awaiting anything, so a pick and its lease
+are one atomic step. The rules themselves are in `rules.py`, shared with the Redis pool.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class KeyPool(PoolBase):
         self._probing: set[tuple[str, str]] = set()
         self._cursor: dict[str, int] = {}
         self._dirty: set[str] = set()
+        self._urgent: set[str] = set()  # dirty records whose state changed: written with the next call
         self._indexes: dict[tuple[str, str], KeyIndex] = {}
 
     # -- state in and out -------------------------------------------------------------------
@@ -120,11 +122,13 @@ class KeyPool(PoolBase):
             for k in ks
         ]
 
-    def take_dirty(self) -> list[KeyRecord]:
-        """Records changed since the last call, for the store to persist."""
-        dirty = [self._records[k] for k in self._dirty]
-        self._dirty.clear()
-        return dirty
+    def take_dirty(self, state_changes_only: bool = False) -> list[KeyRecord]:
+        """Records changed since they were last taken, for the store to persist — all of them, or only
+        those whose state changed (counters can wait for the next batch; a cooldown cannot)."""
+        taken = set(self._urgent if state_changes_only else self._dirty)
+        self._dirty -= taken
+        self._urgent -= taken
+        return [self._records[k] for k in taken]
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -198,9 +202,12 @@ class KeyPool(PoolBase):
         self._end_lease(lease)
         record = self._records[lease.key.key_id]
         policy, now = self.policy(lease.key.provider), self._clock()
+        before = _state_of(record)
         apply_verdict(record, lease.model, verdict, headroom, policy, now, lease.probe)
         settle_tokens(record, policy, now, lease.cost, used_tokens)
         self._dirty.add(record.key_id)
+        if _state_of(record) != before:
+            self._urgent.add(record.key_id)
 
     async def cancel(self, lease: Lease) -> None:
         """Give a lease back unused (the call was cancelled before an answer)."""
@@ -221,4 +228,10 @@ class KeyPool(PoolBase):
             if provider == record.provider:
                 index.unpark(key_id)
         self._dirty.add(key_id)
+        self._urgent.add(key_id)
         return True
+
+
+def _state_of(record: KeyRecord) -> tuple:
+    """What `key_status` reports apart from counters: the holds (compared by value)."""
+    return (record.hold, dict(record.model_holds))

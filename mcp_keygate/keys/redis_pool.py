@@ -102,7 +102,7 @@ class RedisKeyPool(PoolBase):
         raws = await self.redis.mget([self._record_key(k.key_id) for k in keys])
         return [self._parse(k, raw) for k, raw in zip(keys, raws, strict=True)]
 
-    def take_dirty(self) -> list[KeyRecord]:
+    def take_dirty(self, state_changes_only: bool = False) -> list[KeyRecord]:
         return []  # every change is already in Redis
 
     # -- choosing ---------------------------------------------------------------------------
