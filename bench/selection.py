@@ -42,12 +42,66 @@ async def measure(n: int, cooling_share: float, picks: int, strategy: str) -> di
     }
 
 
+async def measure_redis(n: int, picks: int) -> dict[str, float] | None:
+    """The shared pool: one lease is a Redis transaction that reads every key of the provider."""
+    import shutil
+    import subprocess
+
+    from .upstream import free_port
+
+    server = shutil.which("redis-server")
+    if server is None:
+        return None
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from mcp_keygate.keys.redis_pool import RedisKeyPool
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
+    try:
+        redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        for _ in range(100):
+            try:
+                await redis.ping()
+                break
+            except RedisError:  # not listening yet
+                await asyncio.sleep(0.05)
+        keys = keys_for("p", [f"bench-key-{i:07d}-xxxxxxxx" for i in range(n)])
+        pool = RedisKeyPool(redis, "bench", {"p": keys}, {"p": PoolPolicy()})
+        await pool.open()
+        samples = []
+        for _ in range(picks):
+            started = time.perf_counter_ns()
+            lease = await pool.acquire("p", "m")
+            samples.append((time.perf_counter_ns() - started) / 1000)
+            await pool.release(lease, OK)
+        await redis.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    samples.sort()
+    return {
+        "keys": n,
+        "cooling": 0.0,
+        "strategy": "balanced, Redis",
+        "p50_us": statistics.median(samples),
+        "p99_us": samples[int(len(samples) * 0.99) - 1],
+    }
+
+
 def run(picks: int = 20_000) -> list[dict[str, float]]:
     rows = []
     for strategy in ("balanced", "priority"):
         for n in (10, 1_000, 100_000):
             for cooling in (0.0, 0.5):
                 rows.append(asyncio.run(measure(n, cooling, picks, strategy)))
+    for n in (10, 1_000):
+        row = asyncio.run(measure_redis(n, min(picks, 2_000)))
+        if row is not None:
+            rows.append(row)
     return rows
 
 
