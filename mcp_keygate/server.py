@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import server as mcpserver_module
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
 from mcp.types import CallToolResult, TextContent
@@ -125,14 +126,15 @@ def build_server(
                 return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
         return await call_next(ctx)
 
-    server = MCPServer(
-        "mcp-keygate",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        log_level=log_level.upper(),  # type: ignore[arg-type]
-        middleware=[reject_unknown_arguments, hide_what_the_policy_forbids],
-    )
+    with _logging_already_configured():
+        server = MCPServer(
+            "mcp-keygate",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            log_level=log_level.upper(),  # type: ignore[arg-type]
+            middleware=[reject_unknown_arguments, hide_what_the_policy_forbids],
+        )
 
     def tool_error(exc: Exception) -> ToolError:
         return ToolError(scrub(str(exc), gateway.secrets))
@@ -290,6 +292,24 @@ def build_server(
             raise ResourceError(scrub(str(exc), gateway.secrets)) from None
 
     return server
+
+
+@contextmanager
+def _logging_already_configured() -> Iterator[None]:
+    """Skip the SDK's logging set-up when logging is configured already (the CLI does it first).
+
+    `MCPServer()` always calls it; it imports rich (≈25 ms of a stdio start) to build a handler that
+    `logging.basicConfig` then discards, since the root logger has ours.
+    """
+    if not logging.getLogger().handlers:
+        yield
+        return
+    original = mcpserver_module.configure_logging
+    mcpserver_module.configure_logging = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        mcpserver_module.configure_logging = original
 
 
 def _name(item: Any) -> str | None:
