@@ -44,12 +44,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.transport == "stdio":
         from .server import build_server
 
+        server = build_server(gateway, log_level=args.log_level)
+        _freeze_startup_objects()
         try:
-            build_server(gateway, log_level=args.log_level).run("stdio")
+            server.run("stdio")
         except KeyboardInterrupt:
             pass
         return 0
     return _serve_http(args, config, gateway)
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything built at start-up (modules, schemas, config) out of the garbage collector's
+    reach: a full collection then walks only what calls create, instead of pausing every call in
+    flight for tens of milliseconds."""
+    import gc
+
+    gc.freeze()  # (no collection first: it would cost ~25 ms of start-up for a little garbage kept)
 
 
 def _serve_http(args: argparse.Namespace, config, gateway) -> int:
@@ -78,6 +89,7 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
         return _fail(str(exc), 2)
     paths = {"streamable-http": "/mcp", "sse": "/sse", "http": "/mcp and /sse"}[args.transport]
     logging.getLogger("mcp_keygate").info("serving MCP on http://%s:%s %s", host, port, paths)
+    _freeze_startup_objects()
     run_http(app, gateway, host, port, config.server.shutdown_grace_s, args.log_level.lower())
     return 0
 
