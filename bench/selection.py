@@ -11,6 +11,7 @@ import asyncio
 import json
 import statistics
 import time
+from typing import Any
 
 from mcp_keygate.keys import KeyPool, PoolPolicy
 from mcp_keygate.keys.secret import keys_for
@@ -20,12 +21,17 @@ OK = Verdict(Outcome.OK, 200)
 COOL = Verdict(Outcome.RATE_LIMITED, 429, 3600.0 - 1)
 
 
-async def measure(n: int, cooling_share: float, picks: int, strategy: str) -> dict[str, float]:
+async def measure(n: int, cooling_share: float, picks: int, strategy: str) -> dict[str, Any]:
     keys = keys_for("p", [f"bench-key-{i:07d}-xxxxxxxx" for i in range(n)])
     pool = KeyPool({"p": keys}, {"p": PoolPolicy(strategy=strategy)})
     for _ in range(int(n * cooling_share)):  # cool half the keys the way calls would
         lease = await pool.acquire("p", "m")
         await pool.release(lease, COOL)
+    return await _time_picks(pool, picks, {"keys": n, "cooling": cooling_share, "strategy": strategy})
+
+
+async def _time_picks(pool: Any, picks: int, row: dict[str, Any]) -> dict[str, Any]:
+    """p50/p99 of `acquire` over `picks` picks (each lease released, untimed, with a success)."""
     samples = []
     for _ in range(picks):
         started = time.perf_counter_ns()
@@ -33,16 +39,10 @@ async def measure(n: int, cooling_share: float, picks: int, strategy: str) -> di
         samples.append((time.perf_counter_ns() - started) / 1000)
         await pool.release(lease, OK)
     samples.sort()
-    return {
-        "keys": n,
-        "cooling": cooling_share,
-        "strategy": strategy,
-        "p50_us": statistics.median(samples),
-        "p99_us": samples[int(len(samples) * 0.99) - 1],
-    }
+    return {**row, "p50_us": statistics.median(samples), "p99_us": samples[int(len(samples) * 0.99) - 1]}
 
 
-async def measure_redis(n: int, picks: int) -> dict[str, float] | None:
+async def measure_redis(n: int, picks: int) -> dict[str, Any] | None:
     """The shared pool: one lease is a Redis transaction that reads every key of the provider."""
     import shutil
     import subprocess
@@ -72,27 +72,15 @@ async def measure_redis(n: int, picks: int) -> dict[str, float] | None:
         keys = keys_for("p", [f"bench-key-{i:07d}-xxxxxxxx" for i in range(n)])
         pool = RedisKeyPool(redis, "bench", {"p": keys}, {"p": PoolPolicy()})
         await pool.open()
-        samples = []
-        for _ in range(picks):
-            started = time.perf_counter_ns()
-            lease = await pool.acquire("p", "m")
-            samples.append((time.perf_counter_ns() - started) / 1000)
-            await pool.release(lease, OK)
+        row = await _time_picks(pool, picks, {"keys": n, "cooling": 0.0, "strategy": "balanced, Redis"})
         await redis.aclose()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    samples.sort()
-    return {
-        "keys": n,
-        "cooling": 0.0,
-        "strategy": "balanced, Redis",
-        "p50_us": statistics.median(samples),
-        "p99_us": samples[int(len(samples) * 0.99) - 1],
-    }
+    return row
 
 
-def run(picks: int = 20_000) -> list[dict[str, float]]:
+def run(picks: int = 20_000) -> list[dict[str, Any]]:
     rows = []
     for strategy in ("balanced", "priority"):
         for n in (10, 1_000, 100_000):
