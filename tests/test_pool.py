@@ -375,3 +375,17 @@ async def test_state_changes_are_taken_at_once_counters_in_batches():
     rest = pool.take_dirty()  # the counters of the other key were kept for the batch
     assert [r.key_id for r in rest] != [] and cooled.key.key_id not in [r.key_id for r in rest]
     assert pool.take_dirty() == []
+
+
+async def test_a_key_nearly_out_of_its_window_is_used_only_when_the_others_are_not(make_pool):
+    pool, keys, clock = await make_pool(2)
+    for key, remaining in ((keys[0], 5), (keys[1], 80)):  # both answered once; key 0 has 5 % left
+        got = await lease(pool, exclude=[k.key_id for k in keys if k is not key])
+        await pool.release(got, OK, Headroom(limit_requests=100, remaining_requests=remaining, reset_requests_s=30))
+    for _ in range(3):  # balanced would alternate; the nearly-out key is spared while the other has room
+        got = await lease(pool)
+        assert got.key.key_id == keys[1].key_id
+        await pool.release(got, OK, Headroom(limit_requests=100, remaining_requests=70, reset_requests_s=29))
+    other = await lease(pool)
+    await pool.release(other, OK, Headroom(limit_requests=100, remaining_requests=0, reset_requests_s=28))
+    assert (await lease(pool)).key.key_id == keys[0].key_id  # …and serves when the other key cannot

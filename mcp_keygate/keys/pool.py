@@ -23,8 +23,8 @@ from .rules import (
     charge_lease,
     choose,
     earliest_ready,
-    fit_for,
     no_lease,
+    rate,
     reset_record,
     settle_tokens,
     wait_for,
@@ -152,14 +152,22 @@ class KeyPool(PoolBase):
             if key.key_id in skip:
                 continue
             slot = (key.key_id, model)
-            count = self._in_flight.get(slot, 0)
-            record = self._records[key.key_id]
-            fit = fit_for(record, model, now, count, slot in self._probing, policy.budget_for(key.key_id), cost)
-            if fit is Fit.HELD:
+            rated = rate(
+                key.key_id,
+                key.index,
+                self._records[key.key_id],
+                model,
+                now,
+                self._in_flight.get(slot, 0),
+                slot in self._probing,
+                policy.budget_for(key.key_id),
+                cost,
+            )
+            if rated.fit is Fit.HELD:
                 held.append(key.key_id)
                 continue
-            candidates.append(Candidate(key.key_id, key.index, count, record.last_used or 0.0, fit))
-            if fit is not Fit.BUSY:
+            candidates.append(rated)
+            if rated.fit is not Fit.BUSY:
                 usable += 1
                 if usable >= USABLE_PER_PICK:
                     break

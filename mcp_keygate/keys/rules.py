@@ -99,6 +99,36 @@ class Candidate:
     in_flight: int
     last_used: float
     fit: Fit
+    nearly_out: bool = False  # under NEARLY_OUT of its window left: other keys first, until the reset
+
+
+# A key with less than this share of its rate-limit window left is used only when others are not.
+NEARLY_OUT = 0.1
+
+
+def nearly_out(record: KeyRecord, model: str, now: float) -> bool:
+    """Whether the provider's headers say this key is almost out of requests for `model` in this window."""
+    window = record.windows.get(model)
+    if window is None or window.silent or not window.limit:
+        return False
+    remaining = window.remaining_at(now)
+    return remaining is not None and remaining < NEARLY_OUT * window.limit
+
+
+def rate(
+    key_id: str,
+    index: int,
+    record: KeyRecord,
+    model: str,
+    now: float,
+    in_flight: int,
+    probing: bool,
+    budget: Budget = NO_BUDGET,
+    cost: int = 0,
+) -> Candidate:
+    """How one key stands for one more request to `model`."""
+    fit = fit_for(record, model, now, in_flight, probing, budget, cost)
+    return Candidate(key_id, index, in_flight, record.last_used or 0.0, fit, nearly_out(record, model, now))
 
 
 def candidates_for(
@@ -118,8 +148,9 @@ def candidates_for(
         if key_id in skip:
             continue
         count = in_flight.get(key_id, 0)
-        fit = fit_for(record, model, now, count, key_id in probing, policy.budget_for(key_id), cost)
-        candidates.append(Candidate(key_id, index, count, record.last_used or 0.0, fit))
+        candidates.append(
+            rate(key_id, index, record, model, now, count, key_id in probing, policy.budget_for(key_id), cost)
+        )
     return candidates
 
 
@@ -145,8 +176,9 @@ def choose(strategy: str, candidates: Sequence[Candidate], cursor: int, count: i
         return min(usable, key=lambda c: c.index)
     if strategy == "round_robin":
         return min(usable, key=lambda c: (c.index - cursor) % count)
-    # balanced: fewest requests in flight, then least recently used.
-    return min(usable, key=lambda c: (c.in_flight, c.last_used, c.index))
+    # balanced: keys with headroom before nearly-out ones, then fewest requests in flight, then least
+    # recently used.
+    return min(usable, key=lambda c: (c.nearly_out, c.in_flight, c.last_used, c.index))
 
 
 def charge_lease(record: KeyRecord, policy: PoolPolicy, now: float, cost: int) -> None:
