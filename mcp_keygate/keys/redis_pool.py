@@ -66,6 +66,7 @@ class RedisKeyPool(PoolBase):
         # Calls of this instance take turns to lease (cheap, local): optimistic transactions then only
         # race with other instances, not with each other.
         self._acquire_locks = {provider: anyio.Lock() for provider in keys}
+        self._parsed: dict[str, tuple[Any, KeyRecord]] = {}
 
     # -- names ------------------------------------------------------------------------------
 
@@ -77,6 +78,16 @@ class RedisKeyPool(PoolBase):
 
     def _fresh(self, key: ApiKey) -> KeyRecord:
         return KeyRecord(key.key_id, key.provider, key.mask)
+
+    def _parse_cached(self, key: ApiKey, raw: Any) -> KeyRecord:
+        """The record for `raw`, parsed once per distinct value (a pick reads every key; most did not
+        change since the last pick). Read-only: change a `_parse` copy instead."""
+        cached = self._parsed.get(key.key_id)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        record = self._parse(key, raw)
+        self._parsed[key.key_id] = (raw, record)
+        return record
 
     def _parse(self, key: ApiKey, raw: Any) -> KeyRecord:
         if not raw:
@@ -128,7 +139,7 @@ class RedisKeyPool(PoolBase):
                     live = await pipe.zrangebyscore(leases_key, now, math.inf)
                     cursor = int(await pipe.get(cursor_key) or 0)
                     in_flight, probing = _count(live, model)
-                    records = [self._parse(k, raw) for k, raw in zip(keys, raws, strict=True)]
+                    records = [self._parse_cached(k, raw) for k, raw in zip(keys, raws, strict=True)]
                     ids = [(k.key_id, k.index) for k in keys]
                     policy = self.policy(provider)
                     candidates = candidates_for(ids, records, model, now, in_flight, probing, skip, policy, cost)
@@ -143,7 +154,7 @@ class RedisKeyPool(PoolBase):
                     pipe.zadd(leases_key, {ticket: now + self.lease_ttl_s})
                     pipe.set(cursor_key, (chosen.index + 1) % len(keys))
                     if policy.budget_for(chosen.key_id):  # charged in the same transaction as the lease
-                        record = records[chosen.index]
+                        record = self._parse(keys[chosen.index], raws[chosen.index])  # a copy to change
                         charge_lease(record, policy, now, cost)
                         pipe.set(record_keys[chosen.index], json.dumps(record.to_dict()))
                     await pipe.execute()
