@@ -90,7 +90,7 @@ def build_server(
     async def hide_what_the_policy_forbids(ctx: Any, call_next: Any) -> Any:
         """A token sees only the preset tools and prompts its policy lets it use."""
         result = await call_next(ctx)
-        if ctx.method not in ("tools/list", "prompts/list") or not config.presets:
+        if ctx.method not in ("tools/list", "prompts/list"):
             return result
         request = getattr(ctx, "request", None)
         policy = gateway.policies.for_token(owner_for(request.headers.get("authorization") if request else None))
@@ -133,7 +133,8 @@ def build_server(
             instructions=INSTRUCTIONS,
             lifespan=lifespan,
             log_level=log_level.upper(),  # type: ignore[arg-type]
-            middleware=[reject_unknown_arguments, hide_what_the_policy_forbids],
+            middleware=[reject_unknown_arguments]
+            + ([hide_what_the_policy_forbids] if config.presets and config.policies else []),
         )
 
     def tool_error(exc: Exception) -> ToolError:
