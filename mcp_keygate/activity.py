@@ -29,11 +29,9 @@ class Activity:
         self.started = time.time()
         self.attempts: deque[AttemptEvent] = deque(maxlen=keep)
         self.fallbacks: Counter[tuple[str, str]] = Counter()
-        self.outcomes: Counter[str] = Counter()
 
     def on_attempt(self, provider: str, model: str, key_id: str, outcome: str, seconds: float) -> None:
         self.attempts.append(AttemptEvent(time.time(), provider, model, key_id, outcome, seconds))
-        self.outcomes[outcome] += 1
 
     def on_fallback(self, from_model: str, to_model: str) -> None:
         self.fallbacks[(from_model, to_model)] += 1

@@ -19,6 +19,7 @@ import httpx2
 from .activity import Activity
 from .auth import LOCAL_OWNER
 from .config import Config, state_path
+from .context import raw_estimate
 from .conversations import InvalidConversationId, load_history, new_conversation_id, request_messages
 from .keys.pool import KeyPool
 from .keys.rules import PoolPolicy
@@ -77,13 +78,14 @@ class Keygate:
         self.config = config
         self.keys = config.resolve_keys(env)
         self.secrets = [k.secret for ks in self.keys.values() for k in ks if k.secret]
+        self.key_budgets = {k.key_id: k.budget for ks in self.keys.values() for k in ks}
         policies = {
             name: PoolPolicy(
                 p.strategy,
                 p.cooldown_s,
                 p.max_cooldown_s,
                 p.quota_cooldown_s,
-                key_budgets={k.key_id: k.budget for k in self.keys.get(name, [])},
+                key_budgets=self.key_budgets,
             )
             for name, p in config.providers.items()
         }
@@ -254,7 +256,7 @@ class Keygate:
         policy = self.policies.for_token(owner)
         if policy is not None:
             policy.check(self.config, owner, model, preset)
-        cost = sum(len(m.content) for m in context) // 4 + (max_tokens or 0)
+        cost = int(raw_estimate(context)) + (max_tokens or 0)
         charged = await self._charge_budget(owner, cost)
         try:
             routed = await self.router.route(chain, context, CallParams(max_tokens, temperature), max_wait_s, notify)
@@ -495,6 +497,5 @@ class Keygate:
         known = sorted(p for p in self.config.providers if visible is None or p in visible)
         if provider is not None and provider not in known:
             raise InvalidRequest(f"provider: unknown provider {provider!r}; known: {', '.join(known) or 'none'}")
-        budgets = {k.key_id: k.budget for ks in self.keys.values() for k in ks}
         records = [r for r in await self.pool.records(provider) if visible is None or r.provider in visible]
-        return KeyStatusResult(keys=key_rows(records, self._clock(), budgets))
+        return KeyStatusResult(keys=key_rows(records, self._clock(), self.key_budgets))

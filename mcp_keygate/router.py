@@ -20,7 +20,6 @@ import httpx2
 
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
-from .keys.budget import Budget
 from .keys.pool import KeyPool, Lease
 from .keys.rules import Fit, state_for
 from .messages import Completion, Message
@@ -338,9 +337,9 @@ class Router:
             return f"provider {model.provider} has no keys configured"
         now = self._clock()
         counts: dict[str, int] = {}
-        budgets = {k.key_id: k.budget for k in keys}
+        policy = self.pool.policy(model.provider)
         for record in await self.pool.records(model.provider):
-            held = state_for(record, upstream, now, budgets.get(record.key_id, Budget()))
+            held = state_for(record, upstream, now, policy.budget_for(record.key_id))
             state = "ready" if held is None else held.state.value
             if held is not None and held.reason.startswith("client-side budget"):
                 state += " on their client-side budget"

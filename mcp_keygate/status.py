@@ -102,10 +102,14 @@ def render_table(rows: list[KeyStatusRow], now: float | None = None) -> str:
     """A plain-text table (no colours) that reads well in a terminal and in a file."""
     if not rows:
         return EMPTY
-    table = table_cells(rows, time.time() if now is None else now)
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(HEADERS)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    return plain_table(HEADERS, table_cells(rows, time.time() if now is None else now))
+
+
+def plain_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart, no trailing blanks, no colours."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 
 

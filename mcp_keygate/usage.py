@@ -7,6 +7,7 @@ disagrees with the conversations; this module only adds them up and lays them ou
 from __future__ import annotations
 
 from .schemas import UsageLine, UsageResult
+from .status import plain_table
 from .store.base import UsageRow
 
 
@@ -43,8 +44,4 @@ def render_usage(result: UsageResult) -> str:
     table.append(
         ["total", "", "", str(result.total_requests), str(result.total_input_tokens), str(result.total_output_tokens)]
     )
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    lines = [f"Usage since {result.since} (UTC):"]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    return "\n".join(lines)
+    return f"Usage since {result.since} (UTC):\n" + plain_table(headers, table)

@@ -33,7 +33,7 @@ class Budget:
     tpd: int | None = None
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.rpm, self.tpm, self.rpd, self.tpd))
+        return self.rpm is not None or self.tpm is not None or self.rpd is not None or self.tpd is not None
 
     def _limits(self) -> list[tuple[str, float, int, int]]:
         """(window, seconds, request limit, token limit) for each window that has a limit."""

@@ -30,9 +30,6 @@ class KeyIndex:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
 
-    def __len__(self) -> int:
-        return len(self._by_id)
-
     def wake(self, now: float) -> None:
         """Bring back the parked keys whose time has come."""
         while self._heap and self._heap[0][0] <= now:
