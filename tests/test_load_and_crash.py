@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from .conftest import sim_log, write_toml
-from .test_http import ServerProcess, free_port, streamable
+from .servers import ServerProcess, free_port, streamable
 
 pytestmark = pytest.mark.anyio
 

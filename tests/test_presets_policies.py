@@ -14,8 +14,8 @@ from mcp_keygate.config import ConfigError, parse_config
 
 from .conftest import fp, server_params, sim_log
 from .redis_support import unique_prefix
+from .servers import ALICE, BOB, ServerProcess, free_port, streamable
 from .test_cli import run_cli
-from .test_http import ALICE, BOB, ServerProcess, free_port, streamable
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,8 @@ from mcp_keygate.router import RouteFailed
 
 from .conftest import fp, keys_used, sim_log, two_provider_config, write_toml
 from .redis_support import unique_prefix
+from .servers import ServerProcess, free_port, streamable
 from .test_cli import run_cli
-from .test_http import ServerProcess, free_port, streamable
 
 pytestmark = pytest.mark.anyio
 

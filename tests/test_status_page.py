@@ -16,7 +16,7 @@ import httpx2
 import pytest
 
 from .conftest import REPO, two_provider_config, write_toml
-from .test_http import ALICE, ServerProcess, free_port, streamable
+from .servers import ALICE, ServerProcess, free_port, streamable
 
 pytestmark = pytest.mark.anyio
 
