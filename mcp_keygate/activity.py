@@ -36,7 +36,12 @@ class Activity:
     def on_fallback(self, from_model: str, to_model: str) -> None:
         self.fallbacks[(from_model, to_model)] += 1
 
-    def recent(self, providers: set[str] | None = None) -> list[AttemptEvent]:
-        """Newest first, limited to `providers` when given (a team sees only its own)."""
-        events = [e for e in self.attempts if providers is None or e.provider in providers]
+    def recent(self, models: set[str] | None = None) -> list[AttemptEvent]:
+        """Newest first, limited to `models` when given (a team sees only what its policy reaches)."""
+        events = [e for e in self.attempts if models is None or e.model in models]
         return events[::-1]
+
+    def fallbacks_between(self, models: set[str] | None = None) -> list[tuple[tuple[str, str], int]]:
+        """Fallback counts, most frequent first; with `models`, only those between two of them."""
+        pairs = [(pair, n) for pair, n in self.fallbacks.items() if models is None or set(pair) <= models]
+        return sorted(pairs, key=lambda item: -item[1])

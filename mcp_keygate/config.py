@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .auth import token_name_problems
 from .keys.budget import NO_BUDGET, Budget
 from .keys.secret import ApiKey, keys_for
 from .presets import PRESETS, ProviderType
@@ -68,6 +69,13 @@ class ServerConfig(_Strict):
     enable_reset_key: bool = Field(
         False, description="offer the operator tool reset_key (every transport); any caller may then use it"
     )
+    metrics_tokens: list[str] | None = Field(
+        None, description="token names that may read /metrics (default: tokens no policy governs)"
+    )
+    max_sessions_per_token: int = Field(32, gt=0, description="open MCP sessions per token; the oldest idle closes")
+    session_idle_timeout_s: float = Field(1800.0, gt=0, description="an MCP session with no request ends")
+    header_timeout_s: float = Field(10.0, gt=0, description="a client must send a request's headers within this")
+    body_timeout_s: float = Field(30.0, gt=0, description="a client must send a request's body within this")
 
 
 class LimitsConfig(_Strict):
@@ -254,10 +262,11 @@ class Config(_Strict):
         return problems
 
     def _policy_problems(self) -> list[str]:
-        problems = []
+        problems = token_name_problems(list(self.server.auth_tokens), "server.auth_tokens")
         owners: dict[str, str] = {}
         for name, policy in self.policies.items():
             where = f"policies.{name}"
+            problems += token_name_problems(policy.tokens, f"{where}.tokens")
             for token in policy.tokens:
                 if token in owners:
                     problems.append(f"{where}.tokens: {token!r} is already governed by policies.{owners[token]}")
@@ -342,6 +351,9 @@ class Config(_Strict):
                 problems.append(f"KEYGATE_AUTH_TOKENS[{i}]: expected name:token with a token of at least 16 characters")
                 continue
             tokens[name.strip()] = token.strip()
+        problems += token_name_problems(
+            [n for n in tokens if n not in self.server.auth_tokens and n != "default"], "KEYGATE_AUTH_TOKENS"
+        )
         short = [name for name, token in tokens.items() if len(token) < 16]
         problems += [f"auth token {name!r}: must be at least 16 characters" for name in short]
         if problems:

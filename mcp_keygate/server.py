@@ -73,27 +73,23 @@ def build_server(
         finally:
             await gateway.close()
 
-    def owner_for(authorization: str | None) -> str:
-        """The token name behind a request (already verified by the HTTP middleware), else local."""
-        if tokens is None or not tokens.enabled:
-            return LOCAL_OWNER
-        return tokens.name_for_header(authorization) or LOCAL_OWNER
+    registry = tokens or TokenRegistry({})
 
-    def caller(ctx: Context) -> str:
-        return owner_for((ctx.headers or {}).get("authorization"))
+    def caller(_ctx: Context | None = None) -> str:
+        """Who is calling: what the HTTP auth guard established (over stdio, or without tokens: local)."""
+        return registry.caller()
 
     config = gateway.config
     known_arguments: dict[str, set[str]] = {}
     # Static resources cannot tell who reads them: with policies in force, they point to the tools.
-    policies_apply = bool(config.policies) and tokens is not None and tokens.enabled
+    policies_apply = bool(config.policies) and registry.enabled
 
     async def hide_what_the_policy_forbids(ctx: Any, call_next: Any) -> Any:
         """A token sees only the preset tools and prompts its policy lets it use."""
         result = await call_next(ctx)
         if ctx.method not in ("tools/list", "prompts/list"):
             return result
-        request = getattr(ctx, "request", None)
-        policy = gateway.policies.for_token(owner_for(request.headers.get("authorization") if request else None))
+        policy = gateway.policies.for_token(caller())
         if policy is None:
             return result
         hidden = {name for name in config.presets if not policy.may_use_preset(config, name)}
@@ -223,7 +219,7 @@ def build_server(
         """Tokens used per caller, model and key (with tokens configured: your own usage only)."""
         owner = caller(ctx)
         try:
-            return await gateway.usage(None if tokens is None or not tokens.enabled else owner, days)
+            return await gateway.usage(owner if registry.enabled else None, days)
         except InvalidRequest as exc:
             raise tool_error(exc) from None
 
@@ -280,7 +276,7 @@ def build_server(
     @server.resource("keygate://conversations", name="conversations", mime_type="application/json")
     async def conversations_resource() -> str:
         """This server's local conversations (over HTTP with tokens, use the list_conversations tool)."""
-        if tokens is not None and tokens.enabled:
+        if registry.enabled:
             return '{"note": "conversations belong to each token: use the list_conversations tool"}'
         return (await gateway.list_conversations(LOCAL_OWNER, 50)).model_dump_json(indent=2)
 

@@ -12,7 +12,6 @@ import html
 import time
 
 from .activity import Activity
-from .config import Config
 from .schemas import KeyStatusRow
 from .status import duration, iso_time
 
@@ -106,13 +105,12 @@ def _key_rows(rows: list[KeyStatusRow]) -> str:
     return "\n".join(out)
 
 
-def render_fragment(
-    rows: list[KeyStatusRow], activity: Activity, providers: set[str] | None = None, config: Config | None = None
-) -> str:
-    """The live part of the page (re-fetched by the script); limited to `providers` when given."""
+def render_fragment(rows: list[KeyStatusRow], activity: Activity, models: set[str] | None = None) -> str:
+    """The live part of the page (re-fetched by the script); attempts and fallbacks limited to `models`
+    (what the caller's policy reaches) when given."""
     counts = {state: sum(1 for r in rows if r.state == state) for state in STATES}
     chips = "".join(f'<span class="chip {s}" data-count="{s}">{counts[s]} {s}</span>' for s in STATES)
-    attempts = activity.recent(providers)[:25]
+    attempts = activity.recent(models)[:25]
     attempt_rows = (
         "\n".join(
             f"<tr><td>{_e(time.strftime('%H:%M:%S', time.localtime(a.at)))}</td><td>{_e(a.model)}</td>"
@@ -125,7 +123,7 @@ def render_fragment(
     fallback_rows = (
         "\n".join(
             f"<tr><td>{_e(src)}</td><td>{_e(dst)}</td><td>{n}</td></tr>"
-            for (src, dst), n in sorted(activity.fallbacks.items(), key=lambda item: -item[1])
+            for (src, dst), n in activity.fallbacks_between(models)
         )
         or '<tr><td colspan="3" class="muted">no fallbacks since the server started</td></tr>'
     )

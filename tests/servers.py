@@ -88,14 +88,16 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def streamable(url: str, token: str | None):
+async def streamable(url: str, token: str | None, *, modern: bool = False):
+    """A real SDK client session: the 2025-11-25 handshake (a session), or with `modern` the
+    2026-07-28 wire (`server/discover`, no session)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=30) as http,
         streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, *_),
         ClientSession(read, write) as session,
     ):
-        await session.initialize()
+        await (session.discover() if modern else session.initialize())
         yield session
 
 

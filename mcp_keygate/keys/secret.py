@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .budget import NO_BUDGET, Budget
 
@@ -85,12 +86,22 @@ def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """
     if not text:
         return text
-    chars = list(text)
-    for secret in secrets:
-        if len(secret) < _SCRUB_WINDOW:
-            continue
-        grams = {secret[i : i + _SCRUB_WINDOW] for i in range(len(secret) - _SCRUB_WINDOW + 1)}
+    grams = _grams(tuple(secrets))
+    if grams and len(text) >= _SCRUB_WINDOW:
+        chars = list(text)
         for i in range(len(text) - _SCRUB_WINDOW + 1):
             if text[i : i + _SCRUB_WINDOW] in grams:
                 chars[i : i + _SCRUB_WINDOW] = "*" * _SCRUB_WINDOW
-    return _LOOKS_LIKE_KEY.sub("[redacted]", "".join(chars))
+        text = "".join(chars)
+    return _LOOKS_LIKE_KEY.sub("[redacted]", text)
+
+
+@lru_cache(maxsize=64)
+def _grams(secrets: tuple[str, ...]) -> frozenset[str]:
+    """Every 8-character run of every secret (built once per set of secrets: logs scrub every line)."""
+    return frozenset(
+        secret[i : i + _SCRUB_WINDOW]
+        for secret in secrets
+        if len(secret) >= _SCRUB_WINDOW
+        for i in range(len(secret) - _SCRUB_WINDOW + 1)
+    )

@@ -1,0 +1,142 @@
+"""Running the HTTP app: uvicorn with slow-client deadlines, and a drain on SIGTERM.
+
+On SIGTERM/SIGINT new MCP sessions get 503 (the client retries on another instance) while calls
+in flight finish, up to a grace period. A client that takes longer than `header_timeout_s` to send
+a request's headers (slowloris) is disconnected; bodies have their own deadline (`BodyDeadline`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .gateway import Keygate
+from .http_guards import send_json
+
+log = logging.getLogger("mcp_keygate.http")
+
+MCP_PATH, SSE_PATH, MESSAGES_PATH = "/mcp", "/sse", "/messages/"
+
+
+class DrainMiddleware:
+    """While draining, requests that would open a new MCP session get 503; open sessions go on, so
+    their in-flight calls can deliver their answers."""
+
+    def __init__(self, app: Any, gateway: Keygate) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.gateway.draining and scope["type"] == "http" and _opens_a_session(scope):
+            await send_json(send, 503, "shutting down", "this instance is shutting down; retry", {"retry-after": "1"})
+            return
+        await self.app(scope, receive, send)
+
+
+def _opens_a_session(scope: dict[str, Any]) -> bool:
+    path = scope["path"]
+    if path == SSE_PATH:
+        return True
+    if not path.startswith(MCP_PATH) or scope["method"] != "POST":
+        return False
+    return not any(k.lower() == b"mcp-session-id" for k, _ in scope.get("headers", []))
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """h11 with a deadline for each request's headers (uvicorn has none: its keep-alive timer
+    restarts on every byte, so a client sending one byte a second holds the connection forever)."""
+
+    header_timeout_s = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()  # the next request on this connection gets its own deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_overdue)
+
+    def _disarm_header_deadline(self) -> None:
+        handle = getattr(self, "_header_deadline", None)
+        if handle is not None:
+            handle.cancel()
+            self._header_deadline = None
+
+    def _headers_overdue(self) -> None:
+        in_request = self.cycle is not None and not self.cycle.response_complete
+        if not in_request and not self.transport.is_closing():
+            self.transport.close()
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: refuse new sessions, let in-flight `complete` calls finish (up to `grace_s`),
+    then stop. A second SIGINT stops at once."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Keygate, grace_s: float) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self.grace_s = grace_s
+        self._drain_deadline: float | None = None
+        self._idle_since: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_deadline is not None:
+            if sig == signal.SIGINT:
+                super().handle_exit(sig, frame)
+            return
+        log.info(
+            "shutdown requested: finishing %d in-flight call(s), at most %.0f s", self.gateway.in_flight, self.grace_s
+        )
+        self.gateway.draining = True
+        self._drain_deadline = time.monotonic() + self.grace_s
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_deadline is not None and not self.should_exit:
+            now = time.monotonic()
+            idle = self.gateway.in_flight == 0
+            self._idle_since = (self._idle_since or now) if idle else None
+            # Stay up a moment after the last call ends so its answer reaches the client.
+            if (idle and now - self._idle_since >= 0.3) or now >= self._drain_deadline:
+                if not idle:
+                    log.warning("shutdown grace over with %d call(s) still running", self.gateway.in_flight)
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def run_http(app: Any, gateway: Keygate, host: str, port: int, settings: Any, log_level: str) -> None:
+    """Serve until SIGTERM/SIGINT, then drain."""
+    from sse_starlette.sse import AppStatus
+
+    from .logs import protect_all_handlers
+
+    # sse-starlette would close every stream the moment a signal arrives; we drain first.
+    AppStatus.enable_automatic_graceful_drain = False
+    protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout_s": settings.header_timeout_s})
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,  # uvicorn's records go through our (scrubbing) handler
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=5,
+        http=protocol,
+    )
+    protect_all_handlers()
+    DrainingServer(config, gateway, settings.shutdown_grace_s).run()
