@@ -251,11 +251,15 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    import contextlib
     import json
     from pathlib import Path
 
     from .install import InstallError, install, server_entry
 
+    for stream in (sys.stdout, sys.stderr):  # a path or name this terminal cannot encode is escaped, not a crash
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     config = Path(args.config) if args.config else None
     if args.print:
         print(json.dumps({"mcpServers": {args.name: server_entry(config)}}, indent=2))
@@ -265,12 +269,21 @@ def cmd_install(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             print("Not a terminal: pass --yes to write.", file=sys.stderr)
             return False
-        return input("Write this change? [y/N] ").strip().lower() in ("y", "yes")
+        try:
+            return input("Write this change? [y/N] ").strip().lower() in ("y", "yes")
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D / Ctrl-C at the prompt means no
+            print()
+            return False
 
     try:
         return install(args.client, config, args.name, Path(args.path) if args.path else None, args.yes, confirm)
     except InstallError as exc:
-        return _fail(str(exc))
+        message = str(exc)
+    except OSError as exc:  # a backstop: install() names its own failures, but never a traceback here
+        message = f"install failed: {exc.strerror or exc} ({exc.filename}); fix that and run again"
+    except RecursionError:
+        message = "install failed: the client config is nested too deeply; fix it or pass --path"
+    return _fail(" ".join(message.splitlines()))  # always one line
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
