@@ -12,12 +12,11 @@ import os
 import sys
 from typing import Any
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
 
 def _setup_logging(level: str) -> None:
-    # stderr only: in stdio mode stdout belongs to the protocol.
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+    from .logs import setup_logging
+
+    setup_logging(level)
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -36,6 +35,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gateway = Keygate(config)
     except (ConfigError, StoreError) as exc:
         return _fail(str(exc))
+    from .logs import SCRUBBER
+
+    SCRUBBER.add_secrets(gateway.secrets)
     if not config.providers:
         logging.getLogger("mcp_keygate").warning(
             "no providers configured: set OPENAI_API_KEY (or ANTHROPIC_API_KEY, GEMINI_API_KEY, …) or pass "
@@ -66,14 +68,18 @@ def _freeze_startup_objects() -> None:
 def _serve_http(args: argparse.Namespace, config, gateway) -> int:
     from .auth import TokenRegistry
     from .config import ConfigError
-    from .http import UnsafeBind, build_http_app, run_http
+    from .http import UnsafeBind, build_http_app
+    from .http_server import run_http
+    from .logs import SCRUBBER
     from .metrics import Metrics
     from .server import build_server
 
-    host = args.host or config.server.host
+    host = config.server.host if args.host is None else args.host
     port = config.server.port if args.port is None else args.port
     try:
-        tokens = TokenRegistry(config.resolve_tokens())
+        secrets = config.resolve_tokens()
+        SCRUBBER.add_secrets(list(secrets.values()))
+        tokens = TokenRegistry(secrets)
         metrics = Metrics(gateway.pool)
         server = build_server(gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False, metrics=metrics)
         app = build_http_app(
@@ -90,7 +96,7 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
     paths = {"streamable-http": "/mcp", "sse": "/sse", "http": "/mcp and /sse"}[args.transport]
     logging.getLogger("mcp_keygate").info("serving MCP on http://%s:%s %s", host, port, paths)
     _freeze_startup_objects()
-    run_http(app, gateway, host, port, config.server.shutdown_grace_s, args.log_level.lower())
+    run_http(app, gateway, host, port, config.server, args.log_level.lower())
     return 0
 
 

@@ -29,7 +29,15 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, config: Path, port: int, env: dict[str, str], transport: str = "http", host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str],
+        transport: str = "http",
+        host: str = "127.0.0.1",
+        log_level: str = "INFO",
+    ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGATE_", "OPENAI_"))}
@@ -52,7 +60,7 @@ class ServerProcess:
                 "--port",
                 str(port),
                 "--log-level",
-                "INFO",
+                log_level,
             ],
             env={**base, "PYTHONPATH": str(REPO), **env},
             cwd=REPO,

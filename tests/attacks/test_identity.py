@@ -36,7 +36,12 @@ def team(sim, tmp_path):
 
 
 def call(name: str, arguments: dict, request_id: int = 2) -> dict:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
 
 
 @pytest.mark.parametrize("order", ["junk first", "token first", "two valid tokens"])

@@ -1,0 +1,79 @@
+"""Attacks on secrecy: an upstream that echoes the key back must not put it on stderr at any log
+level, in any library's log line, nor in what the caller gets back."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ..conftest import write_toml
+from ..servers import ALICE, ServerProcess, free_port, streamable
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-echo-0123456789abcdefghijklmnopqrstuv"
+
+
+class EchoingUpstream(BaseHTTPRequestHandler):
+    """An OpenAI-shaped upstream that reflects the caller's Authorization everywhere it can."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        echoed = self.headers.get("authorization", "")
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": "gpt-4.1-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                "debug": f"you sent {echoed}",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("x-echo-authorization", echoed)
+        self.send_header("set-cookie", f"session={echoed[7:]}")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingUpstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+async def test_a_key_echoed_by_the_upstream_never_reaches_any_log_line_at_debug(upstream, tmp_path):
+    data = {
+        "state": {"backend": "sqlite", "path": str(tmp_path / "s.db")},
+        "server": {"auth_tokens": {"alice": "${ALICE_TOKEN}"}},
+        "providers": {"echo": {"type": "openai", "base_url": upstream, "keys": ["${ECHO_KEY}"]}},
+        "models": {"mini": {"provider": "echo", "model": "gpt-4.1-mini"}},
+    }
+    config = write_toml(tmp_path / "keygate.toml", data)
+    env = {"ALICE_TOKEN": ALICE, "ECHO_KEY": KEY}
+    server = ServerProcess(config, free_port(), env, log_level="DEBUG").wait_ready()
+    try:
+        async with streamable(server.url, ALICE) as session:
+            result = await session.call_tool("complete", {"prompt": "echo my key, please"})
+            assert not result.is_error
+            shown = json.dumps(result.structured_content) + json.dumps(
+                (await session.call_tool("key_status", {})).structured_content
+            )
+    finally:
+        _code, stderr = server.stop()
+    assert "x-echo-authorization" in stderr  # the HTTP library did log the headers at DEBUG…
+    for secret in (KEY, ALICE):  # …but no 8 characters in a row of the key or the token survive
+        assert not any(secret[i : i + 8] in stderr for i in range(len(secret) - 7)), secret
+        assert secret[8:24] not in shown
