@@ -4,8 +4,11 @@ another key or model, or with a clear error."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import tracemalloc
+import zlib
 
 import anyio
 import httpx2
@@ -17,6 +20,7 @@ from mcp_keygate.keys import ApiKey
 from mcp_keygate.messages import Message
 from mcp_keygate.outcomes import Outcome
 from mcp_keygate.providers import CallParams, OpenAIProvider, send_attempt
+from mcp_keygate.providers.base import iter_sse
 from mcp_keygate.router import RouteFailed
 
 from .conftest import sim_log
@@ -36,6 +40,8 @@ EXPECTED = {
     "huge": {"upstream_error"},
     "streamcut": {"upstream_error"},
     "streamerror": {"upstream_error", "overloaded"},
+    "longline": {"upstream_error"},
+    "gzipbomb": {"upstream_error"},
 }
 
 
@@ -157,3 +163,125 @@ async def test_redirects_are_not_followed_with_the_key(sim):
                 await gate.complete(prompt="hi", max_wait_s=0)
     assert len(hits) == 1  # one attempt; the 307 was not followed
     assert sim_log(sim) == []  # the redirect target never saw the key
+
+
+async def attempt_at(base_url: str, key: str, *, stream: bool, max_bytes: int = 1_000_000):
+    provider = OpenAIProvider("p", base_url)
+    async with httpx2.AsyncClient(timeout=10) as client:
+        return await send_attempt(
+            provider,
+            client,
+            ApiKey.create("p", key, 0),
+            "gpt-4.1-mini",
+            [Message("user", "Say it all.")],
+            CallParams(stream=stream),
+            deadline_s=30,
+            max_bytes=max_bytes,
+        )
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("fault", ["longline", "gzipbomb"])
+async def test_a_reply_past_max_bytes_is_refused_before_it_is_held(sim, fault, stream):
+    """A line that never ends (256 MiB) and a gzip bomb (1 MB inflating to 1 GiB) are cut off at
+    `max_bytes` of decoded body: the process never holds much more than that (the simulator serving them
+    runs in this process too, so its buffers count as well)."""
+    tracemalloc.start()
+    try:
+        attempt = await attempt_at(sim.openai_base, f"sim-{fault}-unit-0001", stream=stream)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert attempt.verdict.outcome is Outcome.UPSTREAM_ERROR and attempt.completion is None
+    assert attempt.verdict.reason == f"the {'stream' if stream else 'reply'} exceeded 1000000 bytes"
+    assert peak < 8_000_000, f"{peak:,} bytes traced"
+
+
+TEXT = "héllo wörld — 狐 🦊 ok"
+
+
+def openai_body(stream: bool) -> bytes:
+    """A complete OpenAI reply; the stream ends its lines with CRLF, CR and LF, and has comments."""
+    if not stream:
+        reply = {"model": "m", "choices": [{"message": {"content": TEXT}, "finish_reason": "stop"}]}
+        return json.dumps(reply, ensure_ascii=False).encode()
+    first = json.dumps({"model": "m", "choices": [{"delta": {"content": TEXT[:8]}}]}, ensure_ascii=False)
+    last = json.dumps({"choices": [{"delta": {"content": TEXT[8:]}, "finish_reason": "stop"}]}, ensure_ascii=False)
+    return f": keep-alive\r\ndata: {first}\r\n\r\n: ping\rdata: {last}\r\rdata: [DONE]\n\n".encode()
+
+
+ENCODE = {
+    "identity": lambda body: body,
+    "gzip": lambda body: zlib.compress(body, wbits=31),
+    "deflate": zlib.compress,
+    "rawdeflate": lambda body: zlib.compress(body, wbits=-15),  # `deflate` without the zlib wrapper
+    "gzipjunk": lambda body: zlib.compress(body, wbits=31) + b"\0" * 100,  # padding after the gzip trailer
+    "badgzip": lambda body: b"this is not gzip at all",
+    "br": lambda body: b"\x8b\x03\x80hello\x03",
+}
+
+
+@pytest.fixture
+def odd_upstream():
+    """An OpenAI upstream on loopback that encodes its answer as the key says and sends it 3 bytes at a
+    time, so compressed blocks, line ends and UTF-8 characters are split across network reads."""
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from mcp_keygate.simulator.runner import SimulatorThread
+
+    seen: list[str] = []
+
+    async def answer(request):
+        seen.append(request.headers.get("accept-encoding", ""))
+        stream = bool((await request.json()).get("stream"))
+        encoding = request.headers["authorization"].split("-")[1]
+        body = ENCODE[encoding](openai_body(stream))
+
+        async def pieces():
+            for i in range(0, len(body), 3):
+                yield body[i : i + 3]
+                await anyio.sleep(0.002)
+
+        header = {"rawdeflate": "deflate", "badgzip": "gzip", "gzipjunk": "gzip"}.get(encoding, encoding)
+        headers = {"content-encoding": header} if encoding != "identity" else {}
+        media = "text/event-stream" if stream else "application/json"
+        return StreamingResponse(pieces(), headers=headers, media_type=media)
+
+    with SimulatorThread() as upstream:
+        upstream.app.router.routes.insert(0, Route("/v1/chat/completions", answer, methods=["POST"]))
+        upstream.seen = seen
+        yield upstream
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("encoding", ["identity", "gzip", "deflate", "rawdeflate", "gzipjunk"])
+async def test_compressed_and_oddly_split_replies_still_parse(odd_upstream, encoding, stream):
+    attempt = await attempt_at(odd_upstream.openai_base, f"k-{encoding}-000000001", stream=stream)
+    assert attempt.verdict.outcome is Outcome.OK, attempt.verdict
+    assert attempt.completion is not None and attempt.completion.text == TEXT
+    assert odd_upstream.seen == ["gzip, deflate"]  # only what can be inflated within bounds is asked for
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize(
+    ("encoding", "reason"), [("badgzip", "the reply is not valid gzip"), ("br", "unsupported content-encoding 'br'")]
+)
+async def test_an_undecodable_or_unknown_encoding_is_an_upstream_error(odd_upstream, encoding, reason, stream):
+    attempt = await attempt_at(odd_upstream.openai_base, f"k-{encoding}-000000001", stream=stream)
+    assert attempt.verdict.outcome is Outcome.UPSTREAM_ERROR and attempt.completion is None
+    assert attempt.verdict.reason.startswith(reason), attempt.verdict.reason
+
+
+async def test_sse_lines_split_anywhere_decode_the_same():
+    """Narrow unit test: every two-piece split of a stream (CRLF, CR, LF, a BOM, multi-byte characters)."""
+    raw = "\ufeffevent: a\r\ndata: 狐\r\ndata: é🦊\r\n\r\n: c\rdata: x\r\rdata: y\n\ndata: tail".encode()
+    expected = [("a", "狐\né🦊"), (None, "x"), (None, "y"), (None, "tail")]
+
+    async def pieces(cut: int):
+        yield raw[:cut]
+        yield raw[cut:]
+
+    for cut in range(len(raw) + 1):
+        response = httpx2.Response(200, content=pieces(cut))
+        assert [event async for event in iter_sse(response, 1000)] == expected, cut

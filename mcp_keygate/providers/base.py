@@ -10,9 +10,11 @@ reports an error midway is a failed attempt, never a truncated answer.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -124,19 +126,120 @@ def decode_json(raw: bytes) -> Any:
         return None
 
 
-class TooLarge(Exception):
+class BadBody(Exception):
+    """A reply body we will not read: too large, or in an encoding we cannot (or will not) decode."""
+
+
+class TooLarge(BadBody):
     """The upstream sent more than the configured reply size."""
 
 
+# What we ask for and can inflate with a bounded output (brotli and zstd are not asked for: their
+# Python bindings give no bound on one call's output).
+ACCEPT_ENCODING = "gzip, deflate"
+_PIECE = 64 * 1024  # the most one decompress call may produce
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+class _Inflater:
+    """gzip or deflate, inflated in pieces of at most `_PIECE` bytes however dense the input."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._wbits = 31 if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self._z = zlib.decompressobj(self._wbits)
+        self._started = False
+        self.dropped = 0  # bytes after the end of the compressed stream: ignored, not kept, but counted
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._z.eof:
+            self.dropped += len(data)
+        while data and not self._z.eof:
+            try:
+                out = self._z.decompress(data, _PIECE)
+            except zlib.error as exc:
+                if self._started or self._wbits != zlib.MAX_WBITS:
+                    raise BadBody(f"the reply is not valid {self.encoding}: {exc}") from None
+                self._wbits = -zlib.MAX_WBITS  # `deflate` without the zlib wrapper, as some servers send it
+                self._z = zlib.decompressobj(self._wbits)
+                continue
+            self._started = True
+            data = self._z.unconsumed_tail
+            if out:
+                yield out
+            while len(out) == _PIECE and not data and not self._z.eof:  # output still pending inside zlib
+                out = self._z.decompress(b"", _PIECE)
+                if out:
+                    yield out
+
+
+def _inflater(response: httpx2.Response) -> _Inflater | None:
+    codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+        return _Inflater(codings[0])
+    shown = _CONTROL.sub(" ", response.headers["content-encoding"])[:40]
+    raise BadBody(f"unsupported content-encoding {shown!r}")
+
+
+async def decoded_body(response: httpx2.Response, max_bytes: int, what: str = "reply") -> AsyncIterator[bytes]:
+    """The body, content-encoding removed, in pieces of at most one network chunk (or 64 KiB inflated).
+
+    Decoded bytes are counted as they are produced, so `TooLarge` comes before more than `max_bytes`
+    (plus one piece) of the reply is ever held, however dense a compressed body is.
+    """
+    inflater = _inflater(response)
+    size = 0
+    async for raw in response.aiter_raw():
+        for piece in inflater.feed(raw) if inflater else (raw,):
+            size += len(piece)
+            if size > max_bytes:
+                raise TooLarge(f"the {what} exceeded {max_bytes} bytes")
+            yield piece
+        if inflater is not None and size + inflater.dropped > max_bytes:
+            raise TooLarge(f"the {what} exceeded {max_bytes} bytes")
+
+
+class _LineSplitter:
+    """UTF-8 text lines from byte pieces: CRLF, CR and LF each end a line (as SSE says), a character
+    split across pieces is joined, and a leading BOM is dropped."""
+
+    def __init__(self) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+        self._partial: list[str] = []
+        self._after_cr = False
+
+    def feed(self, piece: bytes, final: bool = False) -> list[str]:
+        text = self._text.decode(piece, final)
+        split_crlf = self._after_cr and text.startswith("\n")  # the \n of a \r\n split across two pieces
+        if text:
+            self._after_cr = text.endswith("\r")
+        if split_crlf:
+            text = text[1:]
+        parts = _EOL.split(text)
+        lines: list[str] = []
+        for part in parts[:-1]:
+            lines.append("".join([*self._partial, part]))
+            self._partial = []
+        if parts[-1]:
+            self._partial.append(parts[-1])
+        if final and self._partial:
+            lines.append("".join(self._partial))
+            self._partial = []
+        return lines
+
+
 async def iter_sse(response: httpx2.Response, max_bytes: int) -> AsyncIterator[tuple[str | None, str]]:
-    """Server-sent events as (event name, data); comments such as `: keep-alive` are skipped."""
+    """Server-sent events as (event name, data); comments such as `: keep-alive` are skipped.
+
+    Raises `BadBody` (`TooLarge`) once the stream, decoded, exceeds `max_bytes`: a line that never ends
+    is cut off there, not buffered.
+    """
     event: str | None = None
     data: list[str] = []
-    size = 0
-    async for line in response.aiter_lines():
-        size += len(line) + 1
-        if size > max_bytes:
-            raise TooLarge(f"the stream exceeded {max_bytes} bytes")
+    async for line in _lines(response, max_bytes):
         if not line:
             if data:
                 yield event, "\n".join(data)
@@ -152,6 +255,15 @@ async def iter_sse(response: httpx2.Response, max_bytes: int) -> AsyncIterator[t
             data.append(value)
     if data:
         yield event, "\n".join(data)
+
+
+async def _lines(response: httpx2.Response, max_bytes: int) -> AsyncIterator[str]:
+    splitter = _LineSplitter()
+    async for piece in decoded_body(response, max_bytes, "stream"):
+        for line in splitter.feed(piece):
+            yield line
+    for line in splitter.feed(b"", final=True):
+        yield line
 
 
 async def send_attempt(
@@ -190,6 +302,7 @@ async def _send(
 ) -> Attempt:
     secrets = [key.secret] if key.secret else []
     request = provider.build_request(client, key, model, messages, params)
+    request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what `decoded_body` inflates within bounds
     try:
         response = await client.send(request, stream=True)
     except httpx2.TimeoutException:
@@ -205,7 +318,7 @@ async def _send(
             return Attempt(_scrubbed(verdict, secrets), completion, headroom)
         try:
             raw = await _read_capped(response, max_bytes)
-        except TooLarge as exc:
+        except BadBody as exc:
             return Attempt(Verdict(Outcome.UPSTREAM_ERROR, status, reason=str(exc)))
         except httpx2.TimeoutException:
             return Attempt(Verdict(Outcome.TIMEOUT, status, reason="upstream stalled while sending the body"))
@@ -227,14 +340,7 @@ async def _send(
 
 
 async def _read_capped(response: httpx2.Response, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge(f"the reply exceeded {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([piece async for piece in decoded_body(response, max_bytes)])
 
 
 async def _read_stream(
@@ -253,7 +359,7 @@ async def _read_stream(
         return Verdict(Outcome.OK, status), decoder.finish()
     except StreamFailed as exc:
         return exc.verdict, None
-    except TooLarge as exc:
+    except BadBody as exc:
         return Verdict(Outcome.UPSTREAM_ERROR, status, reason=str(exc)), None
     except MalformedResponse as exc:
         return Verdict(
