@@ -66,11 +66,9 @@ class ServerConfig(_Strict):
     allowed_origins: list[str] = Field(default_factory=list)
     json_response: bool = Field(False, description="streamable HTTP: plain JSON replies (no progress events)")
     shutdown_grace_s: float = Field(10.0, gt=0, description="how long in-flight calls may finish on SIGTERM")
-    enable_reset_key: bool = Field(
-        False, description="offer the operator tool reset_key (every transport); any caller may then use it"
-    )
-    metrics_tokens: list[str] | None = Field(
-        None, description="token names that may read /metrics (default: tokens no policy governs)"
+    enable_reset_key: bool = Field(False, description="offer the operator tool reset_key (operators only)")
+    operator_tokens: list[str] | None = Field(
+        None, description="token names that may read /metrics and reset keys (default: tokens no policy governs)"
     )
     max_sessions_per_token: int = Field(32, gt=0, description="open MCP sessions per token; the oldest idle closes")
     session_idle_timeout_s: float = Field(1800.0, gt=0, description="an MCP session with no request ends")

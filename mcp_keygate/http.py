@@ -110,16 +110,13 @@ class OperatorRoutes:
         """Without tokens (a loopback server) anyone on the machine may; with tokens, operators only."""
         if not self.tokens.enabled:
             return True
-        listed = self.gateway.config.server.metrics_tokens
-        if listed is not None:
-            return caller in listed
-        return caller is not None and self.gateway.policies.for_token(caller) is None
+        return caller is not None and self.gateway.policies.is_operator(caller)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         if not self.may_read_metrics(caller_of(request.scope)):
             message = (
                 "/metrics shows every caller's calls and tokens: only operator tokens may read it "
-                "([server] metrics_tokens, or by default tokens that no policy governs)"
+                "([server] operator_tokens, or by default tokens that no policy governs)"
             )
             return JSONResponse({"error": "forbidden", "message": message}, 403)
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)

@@ -90,6 +90,14 @@ class Policies:
     def for_token(self, token: str) -> TokenPolicy | None:
         return self._by_token.get(token)
 
+    def is_operator(self, token: str) -> bool:
+        """Operators read /metrics (every caller's usage) and may reset keys: the tokens
+        `[server] operator_tokens` names, or, without that list, every token no policy governs."""
+        listed = self.config.server.operator_tokens
+        if listed is not None:
+            return token in listed
+        return self.for_token(token) is None
+
     def providers_for(self, token: str) -> set[str] | None:
         """The providers a token may see (None: all of them)."""
         policy = self.for_token(token)

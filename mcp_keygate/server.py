@@ -84,15 +84,21 @@ def build_server(
     # Static resources cannot tell who reads them: with policies in force, they point to the tools.
     policies_apply = bool(config.policies) and registry.enabled
 
+    def forbidden_names() -> set[str]:
+        """Preset tools and prompts the caller's policy does not allow, and reset_key for non-operators."""
+        owner = caller()
+        hidden = set() if gateway.policies.is_operator(owner) else {"reset_key"}
+        policy = gateway.policies.for_token(owner)
+        if policy is not None:
+            hidden |= {name for name in config.presets if not policy.may_use_preset(config, name)}
+        return hidden
+
     async def hide_what_the_policy_forbids(ctx: Any, call_next: Any) -> Any:
-        """A token sees only the preset tools and prompts its policy lets it use."""
+        """A token sees only the tools and prompts it may use."""
         result = await call_next(ctx)
-        if ctx.method not in ("tools/list", "prompts/list"):
+        if ctx.method not in ("tools/list", "prompts/list") or not registry.enabled:
             return result
-        policy = gateway.policies.for_token(caller())
-        if policy is None:
-            return result
-        hidden = {name for name in config.presets if not policy.may_use_preset(config, name)}
+        hidden = forbidden_names()
         field = "tools" if ctx.method == "tools/list" else "prompts"
         if not hidden:
             return result
@@ -130,7 +136,7 @@ def build_server(
             lifespan=lifespan,
             log_level=log_level.upper(),  # type: ignore[arg-type]
             middleware=[reject_unknown_arguments]
-            + ([hide_what_the_policy_forbids] if config.presets and config.policies else []),
+            + ([hide_what_the_policy_forbids] if config.policies or config.server.operator_tokens is not None else []),
         )
 
     def tool_error(exc: Exception) -> ToolError:
@@ -253,7 +259,14 @@ def build_server(
         @server.tool()
         async def reset_key(ctx: Context, key_id: Annotated[str, Field(description="from key_status")]) -> ResetResult:
             """Operators: make a key ready again now (after a top-up, or a fixed key)."""
-            log.warning("reset_key %s requested by %s", key_id, caller(ctx))
+            owner = caller(ctx)
+            if registry.enabled and not gateway.policies.is_operator(owner):
+                log.warning("reset_key %s refused: %s is not an operator", key_id, owner)
+                raise ToolError(
+                    f"reset_key is for operators: token {owner!r} is not one ([server] operator_tokens, "
+                    "or by default tokens that no policy governs)"
+                )
+            log.warning("reset_key %s requested by %s", key_id, owner)
             try:
                 return await gateway.reset_key(key_id)
             except InvalidRequest as exc:

@@ -17,10 +17,15 @@ from .test_identity import ACCEPT, INIT, call, on_session, open_session
 pytestmark = pytest.mark.anyio
 
 
-def serve(tmp_path, sim, *, tokens: bool, server: dict | None = None, policies: dict | None = None, **kw):
+def serve(
+    tmp_path, sim, *, tokens: bool, server: dict | None = None, policies: dict | None = None, upstream=None, **kw
+):
+    """A real server: model `mini` (provider `primary`, or `upstream` when given) falls back to `big`."""
     data = two_provider_config(
         sim, ["sim-ok-route00001"], ["sim-ok-route00002"], backend="sqlite", path=str(tmp_path / "s.db")
     )
+    if upstream is not None:
+        data["providers"]["primary"]["base_url"] = upstream
     data["server"] = dict(server or {})
     if tokens:
         data["server"]["auth_tokens"] = {"alice": "${ALICE_TOKEN}", "bob": "${BOB_TOKEN}"}
@@ -92,8 +97,8 @@ async def test_metrics_are_for_operators_only(team):
     assert operator.status_code == 200 and 'caller="bob"' in operator.text
 
 
-async def test_metrics_tokens_name_the_only_readers(tmp_path, sim):
-    process = serve(tmp_path, sim, tokens=True, server={"metrics_tokens": ["alice"]}).wait_ready()
+async def test_operator_tokens_name_the_only_metrics_readers(tmp_path, sim):
+    process = serve(tmp_path, sim, tokens=True, server={"operator_tokens": ["alice"]}).wait_ready()
     try:
         assert httpx2.get(f"{process.url}/metrics", headers={"Authorization": f"Bearer {ALICE}"}).status_code == 200
         assert httpx2.get(f"{process.url}/metrics", headers={"Authorization": f"Bearer {BOB}"}).status_code == 403

@@ -20,7 +20,7 @@ KEY = "sk-echo-0123456789abcdefghijklmnopqrstuv"
 class EchoingUpstream(BaseHTTPRequestHandler):
     """An OpenAI-shaped upstream that reflects the caller's Authorization everywhere it can."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         echoed = self.headers.get("authorization", "")
         body = json.dumps(
