@@ -25,6 +25,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import anyio
 import httpx2
 
+from mcp_keygate.complete_request import CompleteRequest
 from mcp_keygate.config import parse_config
 from mcp_keygate.gateway import Keygate
 
@@ -108,7 +109,7 @@ async def overhead(calls: int, concurrency: int) -> dict[str, dict[str, float]]:
             async with Keygate(keygate_config(sim.openai_base, keys, tmp, backend)) as gate:
 
                 async def via_keygate(gate: Keygate = gate) -> None:
-                    await gate.complete(prompt="hello")
+                    await gate.complete(CompleteRequest(prompt="hello"))
 
                 label = "keygate router" + (" (SQLite, durable)" if backend == "sqlite" else "")
                 out[label] = _summary(await _latencies(via_keygate, calls, concurrency))
@@ -186,7 +187,7 @@ async def _systems_run(
                     async with Keygate(config) as gate:
 
                         async def call() -> None:
-                            await gate.complete(prompt="hello")  # its default wait (20 s), like a user
+                            await gate.complete(CompleteRequest(prompt="hello"))  # its default wait (20 s), like a user
 
                         ok, failed = await _drive(call, rate, seconds)
                 results[name] = _row(ok, failed, Upstream.from_log(sim.log()))

@@ -16,6 +16,7 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mcp_keygate.complete_request import CompleteRequest  # noqa: E402
 from mcp_keygate.config import parse_config  # noqa: E402
 from mcp_keygate.gateway import Keygate  # noqa: E402
 from mcp_keygate.simulator import SimulatorThread  # noqa: E402
@@ -68,7 +69,7 @@ async def in_process(sim, backend: str, n: int, conversation: bool, stream: bool
             cid = None
             for _ in range(n):
                 t = time.perf_counter()
-                result = await gate.complete(prompt="hello", conversation_id=cid)
+                result = await gate.complete(CompleteRequest(prompt="hello", conversation_id=cid))
                 times.append(time.perf_counter() - t)
                 cid = result.conversation_id if conversation else None
             return times

@@ -13,7 +13,7 @@ import statistics
 import time
 from typing import Any
 
-from mcp_keygate.keys import KeyPool, PoolPolicy
+from mcp_keygate.keys import LocalKeyPool, PoolSettings
 from mcp_keygate.keys.secret import keys_for
 from mcp_keygate.outcomes import Outcome, Verdict
 
@@ -23,7 +23,7 @@ COOL = Verdict(Outcome.RATE_LIMITED, 429, 3600.0 - 1)
 
 async def measure(n: int, cooling_share: float, picks: int, strategy: str) -> dict[str, Any]:
     keys = keys_for("p", [f"bench-key-{i:07d}-xxxxxxxx" for i in range(n)])
-    pool = KeyPool({"p": keys}, {"p": PoolPolicy(strategy=strategy)})
+    pool = LocalKeyPool({"p": keys}, {"p": PoolSettings(strategy=strategy)})
     for _ in range(int(n * cooling_share)):  # cool half the keys the way calls would
         lease = await pool.acquire("p", "m")
         await pool.release(lease, COOL)
@@ -70,7 +70,7 @@ async def measure_redis(n: int, picks: int) -> dict[str, Any] | None:
             except RedisError:  # not listening yet
                 await asyncio.sleep(0.05)
         keys = keys_for("p", [f"bench-key-{i:07d}-xxxxxxxx" for i in range(n)])
-        pool = RedisKeyPool(redis, "bench", {"p": keys}, {"p": PoolPolicy()})
+        pool = RedisKeyPool(redis, "bench", {"p": keys}, {"p": PoolSettings()})
         await pool.open()
         row = await _time_picks(pool, picks, {"keys": n, "cooling": 0.0, "strategy": "balanced, Redis"})
         await redis.aclose()

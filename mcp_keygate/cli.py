@@ -26,14 +26,14 @@ def _fail(message: str, code: int = 1) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
-    from .config import ConfigError, load_config
+    from .config import load_config
+    from .errors import KeygateError
     from .gateway import Keygate
-    from .store import StoreError
 
     try:
         config = load_config(args.config)
         gateway = Keygate(config)
-    except (ConfigError, StoreError) as exc:
+    except KeygateError as exc:
         return _fail(str(exc))
     from .logs import SCRUBBER
 
@@ -101,12 +101,16 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from .config import load_config
+    from .errors import KeygateError
+    from .wiring import configured_store
 
     try:
         config = load_config(args.config)
         keys = config.resolve_keys()
-    except ConfigError as exc:
+        if config.state.backend == "redis":
+            configured_store(config)  # the Redis client is installed and a URL is known
+    except KeygateError as exc:
         return _fail(str(exc))
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
@@ -128,42 +132,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budgets(config: Any, records: list[Any]) -> dict[str, Any]:
-    """Each key's client-side budget: per key when the keys resolve here, else the provider's."""
-    from .config import ConfigError
-
-    budgets = {r.key_id: config.providers[r.provider].budget() for r in records if r.provider in config.providers}
-    try:
-        budgets.update({k.key_id: k.budget for ks in config.resolve_keys().values() for k in ks})
-    except ConfigError:
-        pass  # the keys' env vars are not set in this shell: provider-wide budgets are the best guess
-    return budgets
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     import time
 
     import anyio
 
-    from .config import Config, ConfigError, load_config, state_path
+    from .config import Config, load_config, state_path
+    from .errors import KeygateError, StoreError
     from .status import key_rows, render_json, render_table
-    from .store import StoreError, open_store
+    from .wiring import configured_store
 
     try:
         config = load_config(args.config) if (args.config or os.environ.get("KEYGATE_CONFIG")) else Config()
-    except ConfigError as exc:
-        return _fail(str(exc))
-    if config.state.backend == "memory":
-        return _fail("the config uses the memory backend: its state lives only inside the running server")
-    if config.state.backend == "redis":
-        from redis.asyncio import Redis
-
-        store = open_store("redis", redis=Redis.from_url(config.state.redis_url()), prefix=config.state.prefix)
-    else:
-        path = state_path(config)
-        if not path.exists():
+        if config.state.backend == "memory":
+            return _fail("the config uses the memory backend: its state lives only inside the running server")
+        if config.state.backend == "sqlite" and not state_path(config).exists():
+            path = state_path(config)
             return _fail(f"no state file at {path} yet: start `mcp-keygate serve` once (or set KEYGATE_STATE)")
-        store = open_store("sqlite", path)
+        store = configured_store(config)
+    except KeygateError as exc:
+        return _fail(str(exc))
 
     async def read():
         await store.open()
@@ -173,8 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             await store.close()
 
     def rows() -> list[Any]:
-        records = anyio.run(read)
-        return key_rows(records, time.time(), _budgets(config, records))
+        return key_rows(anyio.run(read), time.time())
 
     async def read_usage() -> Any:
         from .usage import usage_result
@@ -196,7 +183,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.watch:
             return _watch(rows, args.watch, args.json)
         print(render_json(rows()) if args.json else render_table(rows()))
-    except (StoreError, OSError) as exc:
+    except StoreError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
         return _fail(f"cannot read the state store: {exc}")
     return 0
 

@@ -17,15 +17,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .auth import token_name_problems
+from .errors import KeygateError
 from .keys.budget import NO_BUDGET, Budget
 from .keys.secret import ApiKey, keys_for
-from .presets import PRESETS, ProviderType
+from .provider_types import PROVIDER_TYPES, ProviderType
 from .templates import TYPES, check_default, parse_shorthand, placeholders
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class ConfigError(Exception):
+class ConfigError(KeygateError):
     """The config cannot be used; `problems` lists each field and what was expected."""
 
     def __init__(self, problems: list[str], source: str = "config") -> None:
@@ -44,14 +45,18 @@ class StateConfig(_Strict):
     url: str | None = Field(None, description='redis: e.g. "redis://localhost:6379/0" (KEYGATE_REDIS_URL overrides)')
     prefix: str = Field("keygate", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="redis: key prefix")
 
-    @model_validator(mode="after")
-    def _redis_needs_url(self) -> StateConfig:
-        if self.backend == "redis" and not self.url and not os.environ.get("KEYGATE_REDIS_URL"):
-            raise ValueError('url is required for backend "redis" (e.g. url = "redis://localhost:6379/0")')
-        return self
-
-    def redis_url(self) -> str:
-        return os.environ.get("KEYGATE_REDIS_URL") or self.url or ""
+    def redis_url(self, env: Mapping[str, str] | None = None) -> str:
+        """Where Redis is: KEYGATE_REDIS_URL, else `url`; a ConfigError when neither says."""
+        env = os.environ if env is None else env
+        url = env.get("KEYGATE_REDIS_URL") or self.url
+        if not url:
+            raise ConfigError(
+                [
+                    'state.url: required for backend "redis" (e.g. url = "redis://localhost:6379/0", '
+                    "or set KEYGATE_REDIS_URL)"
+                ]
+            )
+        return url
 
 
 class ServerConfig(_Strict):
@@ -125,16 +130,16 @@ class ProviderConfig(_BudgetFields):
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.base_url is None and PRESETS[self.type].base_url is None:
+        if self.base_url is None and PROVIDER_TYPES[self.type].base_url is None:
             raise ValueError(f"base_url is required for type {self.type!r} (e.g. https://RESOURCE.openai.azure.com)")
         return self
 
     @property
     def wire(self) -> str:
-        return PRESETS[self.type].wire
+        return PROVIDER_TYPES[self.type].wire
 
     def resolved_base_url(self) -> str:
-        return (self.base_url or PRESETS[self.type].base_url or "").rstrip("/")
+        return (self.base_url or PROVIDER_TYPES[self.type].base_url or "").rstrip("/")
 
 
 class ModelConfig(_Strict):
@@ -321,7 +326,7 @@ class Config(_Strict):
                 secrets.extend(found)
                 if isinstance(entry, KeyEntry):
                     budgets.update(dict.fromkeys(found, entry.budget(provider.budget())))
-            if not secrets and not PRESETS[provider.type].key_required:
+            if not secrets and not PROVIDER_TYPES[provider.type].key_required:
                 secrets = [""]  # keyless (Ollama): one pseudo-key so the pool has something to lease
             default = provider.budget()
             resolved[pname] = keys_for(pname, secrets, {s: budgets.get(s, default) for s in secrets})
@@ -369,7 +374,7 @@ class Config(_Strict):
                         f"providers.{pname}.keys[{i}]: a literal key is written in the config file; "
                         f'use an environment variable reference such as "${{{pname.upper()}_API_KEY}}"'
                     )
-            if not provider.keys and PRESETS[provider.type].key_required:
+            if not provider.keys and PROVIDER_TYPES[provider.type].key_required:
                 found.append(f"providers.{pname}.keys: no keys listed; calls to this provider will fail")
         if not self.models:
             found.append("models: no models defined; `complete` has nothing to call")
@@ -430,7 +435,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
     data: dict = {"providers": {}, "models": {}, "routes": {}}
     first: list[str] = []
     rest: list[str] = []
-    for name, preset in PRESETS.items():
+    for name, preset in PROVIDER_TYPES.items():
         if preset.env_prefix is None:
             continue
         names = (f"{preset.env_prefix}_API_KEYS", f"{preset.env_prefix}_API_KEY", *preset.extra_env_keys)

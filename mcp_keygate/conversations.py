@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import secrets
 
+from .errors import CallError, InvalidRequest
 from .messages import Message, Turn
 from .store import Store
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
-class UnknownConversation(Exception):
+class UnknownConversation(CallError):
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         super().__init__(
@@ -24,8 +25,8 @@ class UnknownConversation(Exception):
         )
 
 
-class InvalidConversationId(ValueError):
-    pass
+class InvalidConversationId(InvalidRequest):
+    """A conversation id that cannot be one of ours (wrong characters or length)."""
 
 
 def new_conversation_id() -> str:

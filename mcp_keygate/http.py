@@ -129,7 +129,7 @@ class OperatorRoutes:
                 return JSONResponse(_UNAUTHORIZED, 401, headers=_CHALLENGE)
             return HTMLResponse(render_page(None), 401, headers={**SECURITY_HEADERS, **_CHALLENGE})
         owner = caller or LOCAL_OWNER
-        result = await self.gateway.key_status(owner=owner)
+        result = await self.gateway.views.key_status(caller=owner)
         policy = self.gateway.policies.for_token(owner)
         models = policy.models(self.gateway.config) if policy is not None and policy.restricts_calls else None
         fragment = render_fragment(result.keys, self.gateway.activity, models)
@@ -157,7 +157,7 @@ def build_http_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.open()
-        gateway.router.observers.append(metrics)  # type: ignore[union-attr]
+        gateway.observe(metrics)
         try:
             if streamable:
                 async with server.session_manager.run():

@@ -34,7 +34,7 @@ class DrainMiddleware:
         self.gateway = gateway
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.gateway.draining and scope["type"] == "http" and _opens_a_session(scope):
+        if self.gateway.calls.in_flight.draining and scope["type"] == "http" and _opens_a_session(scope):
             await send_json(send, 503, "shutting down", "this instance is shutting down; retry", {"retry-after": "1"})
             return
         await self.app(scope, receive, send)
@@ -99,21 +99,20 @@ class DrainingServer(uvicorn.Server):
             if sig == signal.SIGINT:
                 super().handle_exit(sig, frame)
             return
-        log.info(
-            "shutdown requested: finishing %d in-flight call(s), at most %.0f s", self.gateway.in_flight, self.grace_s
-        )
-        self.gateway.draining = True
+        in_flight = self.gateway.calls.in_flight
+        log.info("shutdown requested: finishing %d in-flight call(s), at most %.0f s", in_flight.count, self.grace_s)
+        in_flight.draining = True
         self._drain_deadline = time.monotonic() + self.grace_s
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_deadline is not None and not self.should_exit:
             now = time.monotonic()
-            idle = self.gateway.in_flight == 0
+            idle = self.gateway.calls.in_flight.count == 0
             self._idle_since = (self._idle_since or now) if idle else None
             # Stay up a moment after the last call ends so its answer reaches the client.
             if (idle and now - self._idle_since >= 0.3) or now >= self._drain_deadline:
                 if not idle:
-                    log.warning("shutdown grace over with %d call(s) still running", self.gateway.in_flight)
+                    log.warning("shutdown grace over with %d call(s) still running", self.gateway.calls.in_flight.count)
                 self.should_exit = True
         return await super().on_tick(counter)
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .keys.pool import KeyPool
+from .keys.base import KeyPool
+from .keys.rules import key_state
 from .keys.state import KeyState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -88,12 +89,7 @@ class Metrics:
         for provider in self.pool.providers():
             counts = dict.fromkeys((s.value for s in KeyState), 0)
             for record in await self.pool.records(provider):
-                if record.hold is not None and record.hold.active(now):
-                    counts[record.hold.state.value] += 1
-                elif any(h.active(now) for h in record.model_holds.values()):
-                    counts["cooling"] += 1
-                else:
-                    counts["ready"] += 1
+                counts[key_state(record, None, now).value] += 1
             for state, count in counts.items():
                 self.keys.labels(provider, state).set(count)
         return generate_latest(self.registry)

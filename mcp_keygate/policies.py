@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Config, PolicyConfig
+from .errors import CallError
 from .keys.budget import Budget
 
 
-class PolicyRefused(Exception):
+class PolicyRefused(CallError):
     """The caller's policy does not allow this call (or its budget is spent); the message names the policy."""
 
 

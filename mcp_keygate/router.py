@@ -20,8 +20,10 @@ import httpx2
 
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
-from .keys.pool import KeyPool, Lease
-from .keys.rules import Fit, state_for
+from .errors import CallError
+from .keys.base import KeyPool, Lease
+from .keys.rules import Fit, key_state
+from .keys.state import KeyState
 from .messages import Completion, Message
 from .outcomes import Outcome, Verdict
 from .providers import CallParams, Provider, send_attempt
@@ -73,7 +75,7 @@ class Routed:
     trimmed_turns: int = 0
 
 
-class RouteFailed(Exception):
+class RouteFailed(CallError):
     """No model of the route could answer; the message says what was tried and when to retry."""
 
     def __init__(self, message: str, attempts: list[AttemptRecord], ready_in_s: float | None) -> None:
@@ -82,7 +84,7 @@ class RouteFailed(Exception):
         self.ready_in_s = ready_in_s
 
 
-class RequestRejected(Exception):
+class RequestRejected(CallError):
     """The upstream rejected the request itself; another key or model would not help."""
 
     def __init__(self, message: str, attempts: list[AttemptRecord]) -> None:
@@ -337,13 +339,12 @@ class Router:
             return f"provider {model.provider} has no keys configured"
         now = self._clock()
         counts: dict[str, int] = {}
-        policy = self.pool.policy(model.provider)
         for record in await self.pool.records(model.provider):
-            held = state_for(record, upstream, now, policy.budget_for(record.key_id))
-            state = "ready" if held is None else held.state.value
-            if held is not None and held.reason.startswith("client-side budget"):
-                state += " on their client-side budget"
-            counts[state] = counts.get(state, 0) + 1
+            state = key_state(record, upstream, now)
+            label = state.value
+            if state is KeyState.COOLING and record.hold_for(upstream, now) is None:  # only its budget holds it
+                label += " on their client-side budget"
+            counts[label] = counts.get(label, 0) + 1
         return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" of {len(keys)} keys"
 
 

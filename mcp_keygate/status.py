@@ -6,9 +6,7 @@ import datetime as dt
 import json
 import math
 import time
-from collections.abc import Mapping
 
-from .keys.budget import Budget
 from .keys.rules import state_for
 from .keys.state import Hold, KeyRecord
 from .schemas import KeyStatusRow
@@ -41,11 +39,13 @@ def _row(record: KeyRecord, hold: Hold | None, model: str | None, now: float) ->
     )
 
 
-def key_rows(records: list[KeyRecord], now: float, budgets: Mapping[str, Budget] | None = None) -> list[KeyStatusRow]:
-    """One row per key, or one per model a key is cooling for; a key-wide state (or spent budget) wins."""
+def key_rows(records: list[KeyRecord], now: float) -> list[KeyStatusRow]:
+    """One row per key, or one per model a key is cooling for; a key-wide state (or spent budget) wins.
+
+    The states are those of `keys.rules.key_state`: the row of a key as a whole, or of one model."""
     rows: list[KeyStatusRow] = []
     for record in records:
-        held = state_for(record, None, now, (budgets or {}).get(record.key_id, Budget()))
+        held = state_for(record, None, now)
         if held is not None:
             rows.append(_row(record, held, None, now))
             continue

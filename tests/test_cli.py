@@ -13,6 +13,7 @@ import anyio
 import httpx2
 import pytest
 
+from mcp_keygate.complete_request import CompleteRequest
 from mcp_keygate.config import parse_config
 from mcp_keygate.gateway import Keygate
 from mcp_keygate.router import RouteFailed
@@ -82,9 +83,9 @@ def test_status_reads_the_state_file_as_table_and_json(tmp_path, sim):
 
     async def use() -> None:
         async with Keygate(parse_config(data)) as gate:
-            await gate.complete(prompt="hi")
+            await gate.complete(CompleteRequest(prompt="hi"))
             with pytest.raises(RouteFailed):
-                await gate.complete(prompt="hi", model="big")
+                await gate.complete(CompleteRequest(prompt="hi", model="big"))
 
     anyio.run(use)
     config = write_toml(tmp_path / "k.toml", data)
@@ -111,7 +112,7 @@ def test_status_watch_refreshes_as_keys_change(tmp_path, sim):
 
     async def call(prompt: str) -> None:
         async with Keygate(config) as gate:
-            await gate.complete(prompt=prompt)
+            await gate.complete(CompleteRequest(prompt=prompt))
 
     anyio.run(call, "first")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}

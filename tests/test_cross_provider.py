@@ -7,6 +7,7 @@ import anyio
 import httpx2
 import pytest
 
+from mcp_keygate.complete_request import CompleteRequest
 from mcp_keygate.config import parse_config
 from mcp_keygate.gateway import Keygate
 from mcp_keygate.router import RouteFailed
@@ -46,10 +47,10 @@ async def test_one_conversation_across_three_providers(sim):
     )
     system = "You are a terse assistant."
     async with Keygate(config) as gate:
-        one = await gate.complete(prompt="Turn one?", system=system)
-        two = await gate.complete(prompt="Turn two?", conversation_id=one.conversation_id)
-        three = await gate.complete(prompt="Turn three?", conversation_id=one.conversation_id)
-        states = {row.key_id: row for row in (await gate.key_status()).keys}
+        one = await gate.complete(CompleteRequest(prompt="Turn one?", system=system))
+        two = await gate.complete(CompleteRequest(prompt="Turn two?", conversation_id=one.conversation_id))
+        three = await gate.complete(CompleteRequest(prompt="Turn three?", conversation_id=one.conversation_id))
+        states = {row.key_id: row for row in (await gate.views.key_status()).keys}
     assert (one.provider, two.provider, three.provider) == ("openai", "anthropic", "gemini")
     # The gpt key's headers said "0 requests left": it cools before any 429, so turn 2 goes straight on.
     assert [(a.model, a.outcome) for a in two.attempts] == [("claude", "ok")]
@@ -110,11 +111,11 @@ async def test_each_failure_signal_lands_the_key_in_the_right_state(sim, api, be
     data["routes"] = {"default": [name]}
     async with Keygate(parse_config(data)) as gate:
         with pytest.raises(RouteFailed):
-            await gate.complete(prompt="hi", max_wait_s=0)
-        (row,) = (await gate.key_status(api)).keys
+            await gate.complete(CompleteRequest(prompt="hi", max_wait_s=0))
+        (row,) = (await gate.views.key_status(api)).keys
         again = len(sim_log(sim))
         with pytest.raises(RouteFailed):
-            await gate.complete(prompt="hi", max_wait_s=0)
+            await gate.complete(CompleteRequest(prompt="hi", max_wait_s=0))
     assert row.state == state, row.reason
     assert (row.model == UPSTREAM[api]) if scoped else row.model is None
     if ready_in is not None:
@@ -134,8 +135,8 @@ async def test_a_broken_stream_is_never_returned_and_the_call_moves_on(sim, api,
     data["routes"] = {"default": [name]}
     data["providers"][api]["strategy"] = "priority"
     async with Keygate(parse_config(data)) as gate:
-        result = await gate.complete(prompt="Please answer in full.", system="s")
-        (row_broken, _row_good) = (await gate.key_status(api)).keys
+        result = await gate.complete(CompleteRequest(prompt="Please answer in full.", system="s"))
+        (row_broken, _row_good) = (await gate.views.key_status(api)).keys
     first = result.attempts[0]
     assert first.outcome in ("upstream_error", "overloaded") and first.key_id == gate.keys[api][0].key_id
     assert result.attempts[-1].outcome == "ok" and result.key_id == gate.keys[api][1].key_id
@@ -152,7 +153,7 @@ async def test_a_plain_reply_cut_in_half_is_an_upstream_error(sim):
     data["providers"]["openai"].update(stream=False, strategy="priority")
     data["routes"] = {"default": ["gpt"]}
     async with Keygate(parse_config(data)) as gate:
-        result = await gate.complete(prompt="hi")
+        result = await gate.complete(CompleteRequest(prompt="hi"))
     assert [a.outcome for a in result.attempts] == ["upstream_error", "ok"]
 
 
@@ -161,10 +162,10 @@ async def test_long_conversation_is_trimmed_to_the_window_and_says_so(sim):
     data["models"]["claude"].update(context_window=300, max_output_tokens=50)
     data["routes"] = {"default": ["claude"]}
     async with Keygate(parse_config(data)) as gate:
-        result = await gate.complete(prompt="start " + "a" * 200, system="keep me")
+        result = await gate.complete(CompleteRequest(prompt="start " + "a" * 200, system="keep me"))
         cid = result.conversation_id
         for i in range(6):
-            result = await gate.complete(prompt=f"turn {i} " + "b" * 200, conversation_id=cid)
+            result = await gate.complete(CompleteRequest(prompt=f"turn {i} " + "b" * 200, conversation_id=cid))
         turns = await gate.store.get_turns(cid)
     assert result.trimmed_turns > 0
     last = sim_log(sim)[-1]
@@ -183,7 +184,7 @@ async def test_an_upstream_overflow_moves_to_a_model_with_a_larger_window(sim, a
     data["models"]["gpt"]["context_window"] = 1_000_000
     data["routes"] = {"default": [name, "gpt"]}
     async with Keygate(parse_config(data)) as gate:
-        result = await gate.complete(prompt="word " * 100)
+        result = await gate.complete(CompleteRequest(prompt="word " * 100))
     assert [a.outcome for a in result.attempts] == ["context_too_long", "ok"] and result.model == "gpt"
 
 
@@ -198,6 +199,6 @@ async def test_streaming_sends_progress_as_tokens_arrive(sim):
 
     async with Keygate(parse_config(data)) as gate:
         with anyio.fail_after(10):
-            result = await gate.complete(prompt="a long answer, please", notify=notify)
+            result = await gate.complete(CompleteRequest(prompt="a long answer, please"), notify=notify)
     assert len(result.text.split(" ")) == 600
     assert sum("tokens received" in n for n in notes) >= 3

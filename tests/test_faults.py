@@ -14,8 +14,10 @@ import anyio
 import httpx2
 import pytest
 
+from mcp_keygate.calls import CallTimedOut
+from mcp_keygate.complete_request import CompleteRequest
 from mcp_keygate.config import parse_config
-from mcp_keygate.gateway import CallTimedOut, Keygate
+from mcp_keygate.gateway import Keygate
 from mcp_keygate.keys import ApiKey
 from mcp_keygate.messages import Message
 from mcp_keygate.outcomes import Outcome
@@ -76,9 +78,9 @@ async def test_each_fault_is_classified_and_the_answer_comes_whole_from_the_next
     broken, good = f"sim-{fault}-{api}-f01", f"sim-ok-{api}-after-fault"
     async with Keygate(parse_config(config_for(sim, api, [broken, good], stream=stream))) as gate:
         started = time.monotonic()
-        result = await gate.complete(prompt="Say it all.", system="s")
+        result = await gate.complete(CompleteRequest(prompt="Say it all.", system="s"))
         elapsed = time.monotonic() - started
-        rows = (await gate.key_status()).keys
+        rows = (await gate.views.key_status()).keys
     first, last = result.attempts[0], result.attempts[-1]
     assert first.outcome in EXPECTED[fault], (fault, first)
     assert last.outcome == "ok" and result.key_id == gate.keys["p"][1].key_id
@@ -91,7 +93,7 @@ async def test_when_every_key_fails_the_call_ends_with_a_clear_error(sim):
     data = config_for(sim, "openai", ["sim-html502-only-one", "sim-reset-only-two"], stream=True)
     async with Keygate(parse_config(data)) as gate:
         with pytest.raises(RouteFailed) as info:
-            await gate.complete(prompt="hi", max_wait_s=0)
+            await gate.complete(CompleteRequest(prompt="hi", max_wait_s=0))
     message = str(info.value)
     assert "upstream_error" in message and "502" in message
     assert "<html>" not in message  # the proxy's page is summarised, not pasted
@@ -110,8 +112,8 @@ async def test_connection_refused_moves_to_the_next_model(sim):
     data["models"] = {"gone": {"provider": "dead", "model": "x"}, "m": {"provider": "p", "model": "gpt-4.1"}}
     data["routes"] = {"default": ["gone", "m"]}
     async with Keygate(parse_config(data)) as gate:
-        result = await gate.complete(prompt="hi")
-        dead_row = (await gate.key_status("dead")).keys[0]
+        result = await gate.complete(CompleteRequest(prompt="hi"))
+        dead_row = (await gate.views.key_status("dead")).keys[0]
     assert [a.outcome for a in result.attempts] == ["upstream_error", "ok"] and result.model == "m"
     assert dead_row.state == "ready"
 
@@ -135,9 +137,9 @@ async def test_the_whole_call_has_a_deadline(sim):
     data["limits"] = {"call_timeout_s": 1.0}
     async with Keygate(parse_config(data)) as gate:
         with anyio.fail_after(10), pytest.raises(CallTimedOut, match="call_timeout_s = 1 s"):
-            await gate.complete(prompt="hi")
+            await gate.complete(CompleteRequest(prompt="hi"))
         assert await gate.store.list_conversations() == []
-        assert gate.in_flight == 0
+        assert gate.calls.in_flight.count == 0
 
 
 async def test_redirects_are_not_followed_with_the_key(sim):
@@ -160,7 +162,7 @@ async def test_redirects_are_not_followed_with_the_key(sim):
         data = config_for(evil, "openai", ["sim-ok-redirect-01"], stream=False)
         async with Keygate(parse_config(data)) as gate:
             with pytest.raises(RouteFailed, match="redirect"):
-                await gate.complete(prompt="hi", max_wait_s=0)
+                await gate.complete(CompleteRequest(prompt="hi", max_wait_s=0))
     assert len(hits) == 1  # one attempt; the 307 was not followed
     assert sim_log(sim) == []  # the redirect target never saw the key
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_keygate.keys import ApiKey, Fit, KeyPool, KeyState, Lease, PoolPolicy
+from mcp_keygate.keys import ApiKey, Fit, KeyState, Lease, LocalKeyPool, PoolSettings
+from mcp_keygate.keys.budget import NO_BUDGET
 from mcp_keygate.outcomes import Headroom, Outcome, Verdict
 
 from .redis_support import redis_pool_factory
@@ -26,16 +27,17 @@ class FakeClock:
 
 @pytest.fixture(params=["local", "redis"])
 def make_pool(request):
-    """make_pool(n, strategy, **policy) -> (pool, keys, clock) for the pool under test."""
+    """make_pool(n, strategy, budget=, key_budgets=, **settings) -> (pool, keys, clock) for the pool under test."""
     redis_factory = redis_pool_factory(request) if request.param == "redis" else None
     opened = []
 
-    async def build(n: int = 3, strategy: str = "balanced", **policy):
+    async def build(n: int = 3, strategy: str = "balanced", budget=NO_BUDGET, key_budgets=None, **settings):
         keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(n)]
+        keys = [ApiKey.create("p", k.secret, k.index, (key_budgets or {}).get(k.key_id, budget)) for k in keys]
         clock = FakeClock()
-        policies = {"p": PoolPolicy(strategy=strategy, **policy)}
+        policies = {"p": PoolSettings(strategy=strategy, **settings)}
         if redis_factory is None:
-            pool = KeyPool({"p": keys}, policies, clock)
+            pool = LocalKeyPool({"p": keys}, policies, clock)
         else:
             pool = await redis_factory({"p": keys}, policies, clock)
             opened.append(pool)
@@ -207,11 +209,11 @@ async def test_round_robin_rotates_and_skips_unusable(make_pool):
 async def test_state_survives_a_round_trip_through_records():
     keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(2)]
     clock = FakeClock()
-    pool = KeyPool({"p": keys}, {}, clock)
+    pool = LocalKeyPool({"p": keys}, {}, clock)
     got = await lease(pool)
     await pool.release(got, Verdict(Outcome.RATE_LIMITED, 429, 30.0, "slow down"))
     saved = [type(r).from_dict(r.to_dict()) for r in pool.take_dirty()]
-    fresh = KeyPool({"p": keys}, {}, clock)
+    fresh = LocalKeyPool({"p": keys}, {}, clock)
     fresh.load(saved)
     other = next(k for k in keys if k.key_id != got.key.key_id)
     assert await fresh.acquire("p", "m", exclude=[other.key_id]) is Fit.HELD
@@ -221,11 +223,11 @@ async def test_state_survives_a_round_trip_through_records():
 async def test_records_of_removed_keys_are_ignored():
     keys = [ApiKey.create("p", "secret-key-number-0000", 0)]
     clock = FakeClock()
-    pool = KeyPool({"p": keys}, {}, clock)
+    pool = LocalKeyPool({"p": keys}, {}, clock)
     await pool.release(await lease(pool), Verdict(Outcome.AUTH_FAILED, 401))
     saved = pool.take_dirty()
     other = [ApiKey.create("p", "a-completely-new-secret", 0)]
-    fresh = KeyPool({"p": other}, {}, clock)
+    fresh = LocalKeyPool({"p": other}, {}, clock)
     fresh.load(saved)
     assert [r.key_id for r in await fresh.records()] == [other[0].key_id]
     assert isinstance(await fresh.acquire("p", "m"), Lease)
@@ -319,7 +321,7 @@ def test_budget_window_is_never_exceeded_at_any_moment():
 async def test_a_large_pool_skips_held_keys_without_losing_any():
     keys = [ApiKey.create("p", f"secret-key-number-{i:06d}", i) for i in range(5000)]
     clock = FakeClock()
-    pool = KeyPool({"p": keys}, {"p": PoolPolicy(cooldown_s=100)}, clock)
+    pool = LocalKeyPool({"p": keys}, {"p": PoolSettings(cooldown_s=100)}, clock)
     seen = set()
     for _ in range(5000):  # every key once, each cooling after its request
         got = await lease(pool)
@@ -337,7 +339,7 @@ async def test_a_large_pool_skips_held_keys_without_losing_any():
 async def test_priority_in_a_large_pool_returns_to_the_first_key_after_its_cooldown():
     keys = [ApiKey.create("p", f"secret-key-number-{i:06d}", i) for i in range(1000)]
     clock = FakeClock()
-    pool = KeyPool({"p": keys}, {"p": PoolPolicy(strategy="priority", cooldown_s=10)}, clock)
+    pool = LocalKeyPool({"p": keys}, {"p": PoolSettings(strategy="priority", cooldown_s=10)}, clock)
     first = await lease(pool)
     assert first.key.index == 0
     await pool.release(first, Verdict(Outcome.RATE_LIMITED, 429, None))
@@ -364,7 +366,7 @@ def test_the_budget_says_which_limit_is_used_up():
 
 async def test_state_changes_are_taken_at_once_counters_in_batches():
     keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(2)]
-    pool = KeyPool({"p": keys}, {"p": PoolPolicy()}, FakeClock())
+    pool = LocalKeyPool({"p": keys}, {"p": PoolSettings()}, FakeClock())
     await pool.release(await lease(pool), OK)  # counters only
     assert pool.take_dirty(state_changes_only=True) == []
     cooled = await lease(pool)

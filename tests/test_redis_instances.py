@@ -9,6 +9,7 @@ import anyio
 import httpx2
 import pytest
 
+from mcp_keygate.complete_request import CompleteRequest
 from mcp_keygate.config import parse_config
 from mcp_keygate.gateway import Keygate
 from mcp_keygate.router import RouteFailed
@@ -114,12 +115,12 @@ async def test_in_process_gateways_share_cooldowns_instantly(sim, redis_url):
     data["routes"] = {"default": ["mini"]}
     config = parse_config(data)
     async with Keygate(config) as one, Keygate(config) as two:
-        await one.complete(prompt="first")
-        rows = (await two.key_status("primary")).keys
+        await one.complete(CompleteRequest(prompt="first"))
+        rows = (await two.views.key_status("primary")).keys
         assert [r.state for r in rows] == ["cooling", "ready"]
-        result = await two.complete(prompt="second")
+        result = await two.complete(CompleteRequest(prompt="second"))
         assert [a.key_id for a in result.attempts] == [one.keys["primary"][1].key_id]
         await one.pool.reset(one.keys["primary"][0].key_id)  # an operator reset on one instance…
-        assert [r.state for r in (await two.key_status("primary")).keys] == ["ready", "ready"]  # …seen by all
+        assert [r.state for r in (await two.views.key_status("primary")).keys] == ["ready", "ready"]  # …seen by all
         with pytest.raises(RouteFailed):
-            await two.complete(prompt="third", model="big", max_wait_s=0)  # no backup keys at all
+            await two.complete(CompleteRequest(prompt="third", model="big", max_wait_s=0))  # no backup keys at all

@@ -12,6 +12,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.stdio import stdio_client
 
+from mcp_keygate.complete_request import CompleteRequest
 from mcp_keygate.config import parse_config
 from mcp_keygate.gateway import Keygate
 from mcp_keygate.metrics import Metrics
@@ -106,9 +107,9 @@ async def test_no_key_reaches_any_output(sim, tmp_path):
     gate = Keygate(parse_config(data), env=env)
     metrics = Metrics(gate.pool)
     async with gate:
-        gate.router.observers.append(metrics)
+        gate.observe(metrics)
         with pytest.raises(RouteFailed) as info:
-            await gate.complete(prompt="x", model="only-mini", max_wait_s=0)
+            await gate.complete(CompleteRequest(prompt="x", model="only-mini", max_wait_s=0))
         produced.append(str(info.value))
         produced.append((await metrics.render()).decode())
 
@@ -131,8 +132,8 @@ async def test_scrubbing_reaches_reasons_made_from_upstream_bodies(sim):
     }
     async with Keygate(parse_config(data)) as gate:
         with pytest.raises(RouteFailed) as info:
-            await gate.complete(prompt="x")
-        reason = (await gate.key_status()).keys[0].reason
+            await gate.complete(CompleteRequest(prompt="x"))
+        reason = (await gate.views.key_status()).keys[0].reason
     assert "Incorrect API key provided" in reason
     assert leaks(reason + str(info.value), [key]) == []
     # What is left of the upstream's echo is its own mask: at most the key's last 4 characters.

@@ -1,7 +1,8 @@
 """Keys: their identities, states and the rotating pool."""
 
-from .pool import KeyPool, Lease
-from .rules import Fit, PoolPolicy
+from .base import KeyPool, Lease
+from .pool import LocalKeyPool
+from .rules import Fit, PoolSettings
 from .secret import ApiKey, key_id_for, mask_for, scrub
 from .state import Hold, KeyRecord, KeyState
 
@@ -13,7 +14,8 @@ __all__ = [
     "KeyRecord",
     "KeyState",
     "Lease",
-    "PoolPolicy",
+    "LocalKeyPool",
+    "PoolSettings",
     "key_id_for",
     "mask_for",
     "scrub",

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..outcomes import Headroom, Verdict
+from .base import Lease, Pick, PoolBase
 from .index import KeyIndex
 from .rules import (
     Candidate,
     Fit,
-    PoolPolicy,
+    PoolSettings,
     apply_verdict,
     charge_lease,
     choose,
@@ -36,58 +36,21 @@ if TYPE_CHECKING:
     from ..store.base import Store
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    key: ApiKey
-    model: str
-    probe: bool = False
-    ticket: str = ""  # the lease's id where leases are shared (Redis)
-    cost: int = 0  # tokens charged to the key's budget in advance (estimate)
-
-
-Pick = Lease | Fit  # a lease, or why there is none: Fit.BUSY (wait a moment) or Fit.HELD (move on)
-
 # A pick weighs this many usable keys from the front of the index (all of them in a small pool).
 USABLE_PER_PICK = 8
 
 
-class PoolBase:
-    """What every pool knows without asking anyone: the configured keys, policies and the clock."""
+class LocalKeyPool(PoolBase):
+    """The `KeyPool` of a single process."""
 
     def __init__(
         self,
         keys: dict[str, list[ApiKey]],
-        policies: dict[str, PoolPolicy] | None = None,
+        settings: dict[str, PoolSettings] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._keys = keys
-        self._policies = policies or {}
-        self._clock = clock
-
-    def providers(self) -> list[str]:
-        return list(self._keys)
-
-    def keys_of(self, provider: str) -> list[ApiKey]:
-        return self._keys.get(provider, [])
-
-    def now(self) -> float:
-        return self._clock()
-
-    def policy(self, provider: str) -> PoolPolicy:
-        return self._policies.get(provider) or PoolPolicy()
-
-
-class KeyPool(PoolBase):
-    def __init__(
-        self,
-        keys: dict[str, list[ApiKey]],
-        policies: dict[str, PoolPolicy] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(keys, policies, clock)
-        self._records: dict[str, KeyRecord] = {
-            k.key_id: KeyRecord(k.key_id, k.provider, k.mask) for ks in keys.values() for k in ks
-        }
+        super().__init__(keys, settings, clock)
+        self._records: dict[str, KeyRecord] = {k.key_id: self.fresh(k) for ks in keys.values() for k in ks}
         self._in_flight: dict[tuple[str, str], int] = {}
         self._probing: set[tuple[str, str]] = set()
         self._cursor: dict[str, int] = {}
@@ -108,7 +71,7 @@ class KeyPool(PoolBase):
         for record in records:
             current = self._records.get(record.key_id)
             if current is not None and current.provider == record.provider:
-                record.mask = current.mask
+                record.mask, record.budget = current.mask, current.budget  # the config's, not the file's
                 self._records[record.key_id] = record
 
     async def records(self, provider: str | None = None) -> list[KeyRecord]:
@@ -141,8 +104,8 @@ class KeyPool(PoolBase):
         if not keys:
             return Fit.HELD
         now = self._clock()
-        policy = self.policy(provider)
-        index = self._index(provider, model, policy.strategy)
+        strategy = self.settings(provider).strategy
+        index = self._index(provider, model, strategy)
         index.wake(now)
         skip = set(exclude)
         candidates: list[Candidate] = []
@@ -160,7 +123,6 @@ class KeyPool(PoolBase):
                 now,
                 self._in_flight.get(slot, 0),
                 slot in self._probing,
-                policy.budget_for(key.key_id),
                 cost,
             )
             if rated.fit is Fit.HELD:
@@ -172,10 +134,10 @@ class KeyPool(PoolBase):
                 if usable >= USABLE_PER_PICK:
                     break
         for key_id in held:
-            wait = wait_for(self._records[key_id], model, now, policy.budget_for(key_id))
+            wait = wait_for(self._records[key_id], model, now)
             if wait > 0:  # else only this request is too big for the key's budget: keep it for smaller ones
                 index.park(key_id, now + wait)
-        chosen = choose(policy.strategy, candidates, self._cursor.get(provider, 0), len(keys))
+        chosen = choose(strategy, candidates, self._cursor.get(provider, 0), len(keys))
         if chosen is None:
             return no_lease(candidates)
         key = keys[chosen.index]
@@ -185,8 +147,8 @@ class KeyPool(PoolBase):
         probe = chosen.fit is Fit.PROBE
         if probe:
             self._probing.add((key.key_id, model))
-        if policy.budget_for(key.key_id):
-            charge_lease(self._records[key.key_id], policy, now, cost)
+        if key.budget:
+            charge_lease(self._records[key.key_id], now, cost)
             self._dirty.add(key.key_id)
         return Lease(key, model, probe, cost=cost)
 
@@ -199,7 +161,7 @@ class KeyPool(PoolBase):
     async def ready_in(self, provider: str, model: str) -> float | None:
         """Seconds until some key can serve (provider, model): 0 now, None if none ever will."""
         records = [self._records[k.key_id] for k in self._keys.get(provider) or []]
-        return earliest_ready(records, model, self._clock(), self.policy(provider))
+        return earliest_ready(records, model, self._clock())
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -209,10 +171,10 @@ class KeyPool(PoolBase):
         """Return the lease and record what the attempt taught us about the key."""
         self._end_lease(lease)
         record = self._records[lease.key.key_id]
-        policy, now = self.policy(lease.key.provider), self._clock()
+        now = self._clock()
         before = _state_of(record)
-        apply_verdict(record, lease.model, verdict, headroom, policy, now, lease.probe)
-        settle_tokens(record, policy, now, lease.cost, used_tokens)
+        apply_verdict(record, lease.model, verdict, headroom, self.settings(lease.key.provider), now, lease.probe)
+        settle_tokens(record, now, lease.cost, used_tokens)
         self._dirty.add(record.key_id)
         if _state_of(record) != before:
             self._urgent.add(record.key_id)
@@ -240,6 +202,6 @@ class KeyPool(PoolBase):
         return True
 
 
-def _state_of(record: KeyRecord) -> tuple:
+def _state_of(record: KeyRecord) -> tuple[object, ...]:
     """What `key_status` reports apart from counters: the holds (compared by value)."""
     return (record.hold, dict(record.model_holds))

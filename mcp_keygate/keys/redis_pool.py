@@ -24,11 +24,13 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from ..errors import PoolContention
 from ..outcomes import Headroom, Verdict
-from .pool import Lease, Pick, PoolBase
+from ..store.redis_errors import redis_call
+from .base import Lease, Pick, PoolBase
 from .rules import (
     Fit,
-    PoolPolicy,
+    PoolSettings,
     apply_verdict,
     candidates_for,
     charge_lease,
@@ -44,21 +46,17 @@ from .state import KeyRecord
 MAX_TRIES = 200
 
 
-class PoolContention(Exception):
-    """Redis kept changing under us for too long (pathological contention)."""
-
-
 class RedisKeyPool(PoolBase):
     def __init__(
         self,
         redis: Redis,
         prefix: str,
         keys: dict[str, list[ApiKey]],
-        policies: dict[str, PoolPolicy] | None = None,
+        settings: dict[str, PoolSettings] | None = None,
         clock: Callable[[], float] = time.time,
         lease_ttl_s: float = 300.0,
     ) -> None:
-        super().__init__(keys, policies, clock)
+        super().__init__(keys, settings, clock)
         self.redis = redis
         self.prefix = prefix
         self._by_id = {k.key_id: k for ks in keys.values() for k in ks}
@@ -76,9 +74,6 @@ class RedisKeyPool(PoolBase):
     def _leases_key(self, provider: str) -> str:
         return f"{self.prefix}:leases:{provider}"
 
-    def _fresh(self, key: ApiKey) -> KeyRecord:
-        return KeyRecord(key.key_id, key.provider, key.mask)
-
     def _parse_cached(self, key: ApiKey, raw: Any) -> KeyRecord:
         """The record for `raw`, parsed once per distinct value (a pick reads every key; most did not
         change since the last pick). Read-only: change a `_parse` copy instead."""
@@ -91,21 +86,23 @@ class RedisKeyPool(PoolBase):
 
     def _parse(self, key: ApiKey, raw: Any) -> KeyRecord:
         if not raw:
-            return self._fresh(key)
+            return self.fresh(key)
         record = KeyRecord.from_dict(json.loads(raw))
-        record.mask = key.mask
+        record.mask, record.budget = key.mask, key.budget  # this instance's config, not what Redis holds
         return record
 
     # -- state in and out -------------------------------------------------------------------
 
+    @redis_call
     async def open(self, store: Any = None) -> None:
         """Make every configured key visible (to `status` and the other instances)."""
         pipe = self.redis.pipeline(transaction=True)
         for key in self._by_id.values():
-            pipe.set(self._record_key(key.key_id), json.dumps(self._fresh(key).to_dict()), nx=True)
+            pipe.set(self._record_key(key.key_id), json.dumps(self.fresh(key).to_dict()), nx=True)
             pipe.sadd(f"{self.prefix}:keys", key.key_id)
         await pipe.execute()
 
+    @redis_call
     async def records(self, provider: str | None = None) -> list[KeyRecord]:
         keys = [k for name, ks in self._keys.items() if provider is None or name == provider for k in ks]
         if not keys:
@@ -118,6 +115,7 @@ class RedisKeyPool(PoolBase):
 
     # -- choosing ---------------------------------------------------------------------------
 
+    @redis_call
     async def acquire(self, provider: str, model: str, exclude: Iterable[str] = (), cost: int = 0) -> Pick:
         keys = self._keys.get(provider) or []
         if not keys:
@@ -141,9 +139,8 @@ class RedisKeyPool(PoolBase):
                     in_flight, probing = _count(live, model)
                     records = [self._parse_cached(k, raw) for k, raw in zip(keys, raws, strict=True)]
                     ids = [(k.key_id, k.index) for k in keys]
-                    policy = self.policy(provider)
-                    candidates = candidates_for(ids, records, model, now, in_flight, probing, skip, policy, cost)
-                    chosen = choose(policy.strategy, candidates, cursor, len(keys))
+                    candidates = candidates_for(ids, records, model, now, in_flight, probing, skip, cost)
+                    chosen = choose(self.settings(provider).strategy, candidates, cursor, len(keys))
                     if chosen is None:
                         await pipe.reset()
                         return no_lease(candidates)
@@ -153,9 +150,9 @@ class RedisKeyPool(PoolBase):
                     pipe.zremrangebyscore(leases_key, -math.inf, now)  # leases of crashed instances
                     pipe.zadd(leases_key, {ticket: now + self.lease_ttl_s})
                     pipe.set(cursor_key, (chosen.index + 1) % len(keys))
-                    if policy.budget_for(chosen.key_id):  # charged in the same transaction as the lease
+                    if keys[chosen.index].budget:  # charged in the same transaction as the lease
                         record = self._parse(keys[chosen.index], raws[chosen.index])  # a copy to change
-                        charge_lease(record, policy, now, cost)
+                        charge_lease(record, now, cost)
                         pipe.set(record_keys[chosen.index], json.dumps(record.to_dict()))
                     await pipe.execute()
                     return Lease(keys[chosen.index], model, probe, ticket, cost)
@@ -164,24 +161,27 @@ class RedisKeyPool(PoolBase):
         raise PoolContention(f"could not lease a key of {provider} after {MAX_TRIES} tries")
 
     async def ready_in(self, provider: str, model: str) -> float | None:
-        return earliest_ready(await self.records(provider), model, self._clock(), self.policy(provider))
+        return earliest_ready(await self.records(provider), model, self._clock())
 
     # -- learning ---------------------------------------------------------------------------
 
+    @redis_call
     async def release(
         self, lease: Lease, verdict: Verdict, headroom: Headroom | None = None, used_tokens: int | None = None
     ) -> None:
-        policy = self.policy(lease.key.provider)
+        settings = self.settings(lease.key.provider)
 
         def change(record: KeyRecord, now: float) -> None:
-            apply_verdict(record, lease.model, verdict, headroom, policy, now, lease.probe)
-            settle_tokens(record, policy, now, lease.cost, used_tokens)
+            apply_verdict(record, lease.model, verdict, headroom, settings, now, lease.probe)
+            settle_tokens(record, now, lease.cost, used_tokens)
 
         await self._update(lease.key, change, lease)
 
+    @redis_call
     async def cancel(self, lease: Lease) -> None:
         await self.redis.zrem(self._leases_key(lease.key.provider), lease.ticket)
 
+    @redis_call
     async def reset(self, key_id: str) -> bool:
         key = self._by_id.get(key_id)
         if key is None:

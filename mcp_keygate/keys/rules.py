@@ -16,25 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict
-from .budget import NO_BUDGET, Budget, charge, wait_for_budget
+from .budget import charge, wait_for_budget
 from .state import Hold, KeyRecord, KeyState, Window
 
 
 @dataclass(frozen=True, slots=True)
-class PoolPolicy:
-    """Per-provider knobs (from `ProviderConfig`)."""
+class PoolSettings:
+    """Per-provider rotation knobs (from `ProviderConfig`). A key's client-side budget is not here:
+    it travels with the key (`ApiKey.budget`, copied into its `KeyRecord`)."""
 
     strategy: str = "balanced"
     cooldown_s: float = 60.0
     max_cooldown_s: float = 3600.0
     quota_cooldown_s: float = 6 * 3600.0
-    budget: Budget = NO_BUDGET  # every key of the provider
-    key_budgets: dict[str, Budget] | None = None  # key id → its own budget, replacing the provider's
-
-    def budget_for(self, key_id: str) -> Budget:
-        if self.key_budgets and key_id in self.key_budgets:
-            return self.key_budgets[key_id]
-        return self.budget
 
 
 class Fit(enum.Enum):
@@ -44,13 +38,11 @@ class Fit(enum.Enum):
     HELD = "held"  # unusable until a known time (or a reset)
 
 
-def fit_for(
-    record: KeyRecord, model: str, now: float, in_flight: int, probing: bool, budget: Budget = NO_BUDGET, cost: int = 0
-) -> Fit:
+def fit_for(record: KeyRecord, model: str, now: float, in_flight: int, probing: bool, cost: int = 0) -> Fit:
     """Can `record`'s key take one more request for `model` (of about `cost` tokens) now?"""
     if record.hold_for(model, now) is not None:
         return Fit.HELD
-    if budget and wait_for_budget(record.spend, budget, now, cost)[0] > 0:
+    if record.budget and wait_for_budget(record.spend, record.budget, now, cost)[0] > 0:
         return Fit.HELD
     if record.expired_hold_for(model, now) is not None:
         return Fit.BUSY if probing or in_flight else Fit.PROBE
@@ -65,27 +57,43 @@ def fit_for(
     return Fit.USABLE if in_flight < remaining else Fit.BUSY
 
 
-def budget_hold(record: KeyRecord, budget: Budget, now: float) -> Hold | None:
-    """The budget, shown as the hold it acts like: cooling until the window has room again."""
-    if not budget:
+def budget_hold(record: KeyRecord, now: float) -> Hold | None:
+    """The key's budget, shown as the hold it acts like: cooling until the window has room again."""
+    if not record.budget:
         return None
-    wait, why = wait_for_budget(record.spend, budget, now)
+    wait, why = wait_for_budget(record.spend, record.budget, now)
     if wait <= 0:
         return None
     return Hold(KeyState.COOLING, None if wait == math.inf else now + wait, why, None, now)
 
 
-def state_for(record: KeyRecord, model: str | None, now: float, budget: Budget = NO_BUDGET) -> Hold | None:
-    """What stops the key serving `model` (any model: key-wide holds only) now, budget included."""
+def state_for(record: KeyRecord, model: str | None, now: float) -> Hold | None:
+    """What stops the key serving `model` (None: key-wide holds only) now, its budget included."""
     held = record.hold_for(model, now) if model is not None else None
     if held is None and record.hold is not None and record.hold.active(now):
         held = record.hold
-    return held or budget_hold(record, budget, now)
+    return held or budget_hold(record, now)
 
 
-def wait_for(record: KeyRecord, model: str, now: float, budget: Budget = NO_BUDGET, cost: int = 0) -> float:
+def key_state(record: KeyRecord, model: str | None, now: float) -> KeyState:
+    """The one answer to "what state is this key in?" that every view asks (key_status, /metrics,
+    list_models, a failed call's summary).
+
+    For a model: the hold that stops the key serving it (budget included), else ready. For the key
+    as a whole (`model` None): its key-wide hold or spent budget, else cooling when it is cooling for
+    any model, else ready.
+    """
+    held = state_for(record, model, now)
+    if held is not None:
+        return held.state
+    if model is None and any(h.active(now) for h in record.model_holds.values()):
+        return KeyState.COOLING
+    return KeyState.READY
+
+
+def wait_for(record: KeyRecord, model: str, now: float, cost: int = 0) -> float:
     """Seconds until `record` can serve `model` again: 0 now, inf when only a reset helps."""
-    wait = wait_for_budget(record.spend, budget, now, cost)[0] if budget else 0.0
+    wait = wait_for_budget(record.spend, record.budget, now, cost)[0] if record.budget else 0.0
     for held in (record.hold, record.model_holds.get(model)):
         if held is not None and held.active(now):
             wait = max(wait, math.inf if held.until is None else held.until - now)
@@ -123,11 +131,10 @@ def rate(
     now: float,
     in_flight: int,
     probing: bool,
-    budget: Budget = NO_BUDGET,
     cost: int = 0,
 ) -> Candidate:
     """How one key stands for one more request to `model`."""
-    fit = fit_for(record, model, now, in_flight, probing, budget, cost)
+    fit = fit_for(record, model, now, in_flight, probing, cost)
     return Candidate(key_id, index, in_flight, record.last_used or 0.0, fit, nearly_out(record, model, now))
 
 
@@ -139,7 +146,6 @@ def candidates_for(
     in_flight: dict[str, int],
     probing: set[str],
     skip: set[str],
-    policy: PoolPolicy = PoolPolicy(),
     cost: int = 0,
 ) -> list[Candidate]:
     """How each key (id, index) stands for one more request to `model`."""
@@ -148,9 +154,7 @@ def candidates_for(
         if key_id in skip:
             continue
         count = in_flight.get(key_id, 0)
-        candidates.append(
-            rate(key_id, index, record, model, now, count, key_id in probing, policy.budget_for(key_id), cost)
-        )
+        candidates.append(rate(key_id, index, record, model, now, count, key_id in probing, cost))
     return candidates
 
 
@@ -159,11 +163,9 @@ def no_lease(candidates: Sequence[Candidate]) -> Fit:
     return Fit.BUSY if any(c.fit is Fit.BUSY for c in candidates) else Fit.HELD
 
 
-def earliest_ready(
-    records: Sequence[KeyRecord], model: str, now: float, policy: PoolPolicy = PoolPolicy()
-) -> float | None:
+def earliest_ready(records: Sequence[KeyRecord], model: str, now: float) -> float | None:
     """Seconds until some key can serve `model`: 0 now, None if none will without an operator."""
-    best = min((wait_for(r, model, now, policy.budget_for(r.key_id)) for r in records), default=math.inf)
+    best = min((wait_for(r, model, now) for r in records), default=math.inf)
     return None if best == math.inf else best
 
 
@@ -181,17 +183,16 @@ def choose(strategy: str, candidates: Sequence[Candidate], cursor: int, count: i
     return min(usable, key=lambda c: (c.nearly_out, c.in_flight, c.last_used, c.index))
 
 
-def charge_lease(record: KeyRecord, policy: PoolPolicy, now: float, cost: int) -> None:
+def charge_lease(record: KeyRecord, now: float, cost: int) -> None:
     """Count a leased request against its key's budget before it is sent (concurrent calls cannot overspend)."""
-    budget = policy.budget_for(record.key_id)
-    if budget:
-        charge(record.spend, budget, now, 1, cost)
+    if record.budget:
+        charge(record.spend, record.budget, now, 1, cost)
 
 
-def settle_tokens(record: KeyRecord, policy: PoolPolicy, now: float, cost: int, used: int | None) -> None:
+def settle_tokens(record: KeyRecord, now: float, cost: int, used: int | None) -> None:
     """Replace a lease's token estimate with what the answer really used."""
-    budget = policy.budget_for(record.key_id)
-    if budget.tpm is not None and used is not None and used != cost:
+    budget = record.budget
+    if (budget.tpm is not None or budget.tpd is not None) and used is not None and used != cost:
         charge(record.spend, budget, now, 0, used - cost)
 
 
@@ -200,7 +201,7 @@ def apply_verdict(
     model: str,
     verdict: Verdict,
     headroom: Headroom | None,
-    policy: PoolPolicy,
+    settings: PoolSettings,
     now: float,
     probe: bool,
 ) -> None:
@@ -224,16 +225,16 @@ def apply_verdict(
         strikes = previous.strikes + 1 if previous else 1
         wait = verdict.retry_after_s
         if wait is None or wait <= 0:
-            wait = policy.cooldown_s * (2 ** (strikes - 1))
+            wait = settings.cooldown_s * (2 ** (strikes - 1))
         if wait >= LONG_WAIT_S:
             record.hold = Hold(KeyState.EXHAUSTED, now + wait, verdict.reason, verdict.status_code, now)
             return
-        wait = min(wait, policy.max_cooldown_s)
+        wait = min(wait, settings.max_cooldown_s)
         record.model_holds[model] = Hold(
             KeyState.COOLING, now + wait, verdict.reason, verdict.status_code, now, strikes
         )
     elif outcome is Outcome.QUOTA_EXHAUSTED:
-        wait = verdict.retry_after_s if verdict.retry_after_s else policy.quota_cooldown_s
+        wait = verdict.retry_after_s if verdict.retry_after_s else settings.quota_cooldown_s
         record.hold = Hold(KeyState.EXHAUSTED, now + wait, verdict.reason, verdict.status_code, now)
     elif outcome is Outcome.AUTH_FAILED:
         record.hold = Hold(KeyState.DISABLED, None, verdict.reason, verdict.status_code, now)

@@ -6,6 +6,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .budget import NO_BUDGET, Budget
+
 
 class KeyState(enum.StrEnum):
     READY = "ready"
@@ -76,6 +78,7 @@ class KeyRecord:
     last_status: int | None = None
     last_used: float | None = None
     spend: dict[str, list[list[float]]] = field(default_factory=dict)  # client-side budget buckets
+    budget: Budget = NO_BUDGET  # the key's client-side budget as configured (the pool sets it from the key)
 
     def hold_for(self, model: str, now: float) -> Hold | None:
         """The hold that applies to `model` now, key-wide first."""
@@ -104,6 +107,7 @@ class KeyRecord:
             "last_status": self.last_status,
             "last_used": self.last_used,
             "spend": self.spend,
+            "budget": {k: v for k, v in asdict(self.budget).items() if v is not None},
         }
 
     @classmethod
@@ -120,4 +124,5 @@ class KeyRecord:
             last_status=data.get("last_status"),
             last_used=data.get("last_used"),
             spend=data.get("spend") or {},
+            budget=Budget(**(data.get("budget") or {})),
         )

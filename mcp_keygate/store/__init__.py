@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import StoreError
 from .base import ConversationConflict, ConversationInfo, Store
 from .memory import MemoryStore
-from .sqlite import SQLiteStore, StoreError
+from .sqlite import SQLiteStore
 
 
 def open_store(backend: str, path: str | Path | None = None, redis=None, prefix: str = "keygate") -> Store:

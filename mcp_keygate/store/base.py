@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..auth import LOCAL_OWNER
+from ..errors import StoreError
 from ..keys.budget import Budget
 from ..keys.state import KeyRecord
 from ..messages import Turn
 
 
-class ConversationConflict(Exception):
+class ConversationConflict(StoreError):
     """A new conversation's id already exists."""
 
 

@@ -20,12 +20,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from ..auth import LOCAL_OWNER
+from ..errors import PoolContention
 from ..keys.budget import Budget, try_spend
 from ..keys.state import KeyRecord
 from ..messages import Turn
 from .base import ConversationConflict, ConversationInfo, UsageRow
+from .redis_errors import redis_call
 
 _FIELD_SEP = "\x1f"
+MAX_TRIES = 200  # optimistic transactions retried this often before giving up
 
 
 class RedisStore:
@@ -36,9 +39,11 @@ class RedisStore:
     def _meta(self, conversation_id: str) -> str:
         return f"{self.prefix}:conv:{conversation_id}"
 
+    @redis_call
     async def open(self) -> None:
         await self.redis.ping()
 
+    @redis_call
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -48,6 +53,7 @@ class RedisStore:
         except (RedisError, OSError):
             return False
 
+    @redis_call
     async def save_keys(self, records: list[KeyRecord]) -> None:
         if not records:
             return
@@ -57,6 +63,7 @@ class RedisStore:
             pipe.sadd(f"{self.prefix}:keys", record.key_id)
         await pipe.execute()
 
+    @redis_call
     async def load_keys(self) -> list[KeyRecord]:
         ids = sorted(
             k.decode() if isinstance(k, bytes) else k for k in await self.redis.smembers(f"{self.prefix}:keys")
@@ -67,6 +74,7 @@ class RedisStore:
         records = [KeyRecord.from_dict(json.loads(raw)) for raw in raws if raw]
         return sorted(records, key=lambda r: (r.provider, r.key_id))
 
+    @redis_call
     async def get_turns(self, conversation_id: str, owner: str = LOCAL_OWNER) -> list[Turn] | None:
         meta = self._meta(conversation_id)
         pipe = self.redis.pipeline(transaction=True)
@@ -77,6 +85,7 @@ class RedisStore:
             return None
         return [Turn(**json.loads(raw)) for raw in raws]
 
+    @redis_call
     async def append_turns(
         self,
         conversation_id: str,
@@ -89,7 +98,7 @@ class RedisStore:
     ) -> None:
         meta = self._meta(conversation_id)
         payload = [json.dumps(asdict(t)) for t in turns]
-        while True:
+        for _ in range(MAX_TRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(meta)
@@ -119,7 +128,9 @@ class RedisStore:
                     return
                 except WatchError:
                     continue
+        raise PoolContention(f"could not store the turns of {conversation_id} after {MAX_TRIES} tries")
 
+    @redis_call
     async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
         prefix = f"{self.prefix}:usage:"
         days = sorted(
@@ -148,11 +159,12 @@ class RedisStore:
                 )
         return rows
 
+    @redis_call
     async def spend_budget(
         self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
     ) -> tuple[float, str]:
         key = f"{self.prefix}:budget:{name}"
-        while True:
+        for _ in range(MAX_TRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
@@ -168,7 +180,9 @@ class RedisStore:
                     return verdict
                 except WatchError:
                     continue
+        raise PoolContention(f"could not charge the budget of {name} after {MAX_TRIES} tries")
 
+    @redis_call
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
         ids = [_text(i) for i in await self.redis.zrevrange(f"{self.prefix}:owner:{owner}:convs", 0, limit - 1)]
         pipe = self.redis.pipeline(transaction=False)

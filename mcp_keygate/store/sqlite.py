@@ -22,6 +22,7 @@ import anyio
 import anyio.to_thread
 
 from ..auth import LOCAL_OWNER
+from ..errors import StoreError
 from ..keys.budget import Budget, try_spend
 from ..keys.state import KeyRecord
 from ..messages import Turn
@@ -70,10 +71,6 @@ CREATE TABLE IF NOT EXISTS budgets (
     updated_at REAL NOT NULL
 );
 """
-
-
-class StoreError(Exception):
-    """The state file cannot be opened or written."""
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ Wire = Literal["openai", "anthropic", "gemini"]
 
 
 @dataclass(frozen=True, slots=True)
-class Preset:
+class ProviderTypeInfo:
     wire: Wire
     base_url: str | None  # None: the user must give one (Azure)
     env_prefix: str | None  # zero-config: <PREFIX>_API_KEY / <PREFIX>_API_KEYS
@@ -21,38 +21,40 @@ class Preset:
     extra_env_keys: tuple[str, ...] = ()
 
 
-PRESETS: dict[str, Preset] = {
-    "openai": Preset(
+PROVIDER_TYPES: dict[str, ProviderTypeInfo] = {
+    "openai": ProviderTypeInfo(
         "openai",
         "https://api.openai.com/v1",
         "OPENAI",
         default_models=(("gpt-4.1-mini", 1_047_576), ("gpt-4.1", 1_047_576)),
     ),
-    "anthropic": Preset(
+    "anthropic": ProviderTypeInfo(
         "anthropic",
         "https://api.anthropic.com",
         "ANTHROPIC",
         default_models=(("claude-sonnet-5", 200_000), ("claude-haiku-4-5", 200_000)),
     ),
-    "gemini": Preset(
+    "gemini": ProviderTypeInfo(
         "gemini",
         "https://generativelanguage.googleapis.com",
         "GEMINI",
         default_models=(("gemini-2.5-flash", 1_048_576), ("gemini-2.5-pro", 1_048_576)),
         extra_env_keys=("GOOGLE_API_KEY",),
     ),
-    "groq": Preset(
+    "groq": ProviderTypeInfo(
         "openai", "https://api.groq.com/openai/v1", "GROQ", default_models=(("llama-3.3-70b-versatile", 131_072),)
     ),
-    "mistral": Preset(
+    "mistral": ProviderTypeInfo(
         "openai", "https://api.mistral.ai/v1", "MISTRAL", default_models=(("mistral-small-latest", 131_072),)
     ),
-    "deepseek": Preset("openai", "https://api.deepseek.com", "DEEPSEEK", default_models=(("deepseek-chat", 128_000),)),
-    "openrouter": Preset(
+    "deepseek": ProviderTypeInfo(
+        "openai", "https://api.deepseek.com", "DEEPSEEK", default_models=(("deepseek-chat", 128_000),)
+    ),
+    "openrouter": ProviderTypeInfo(
         "openai", "https://openrouter.ai/api/v1", "OPENROUTER", default_models=(("openrouter/auto", None),)
     ),
-    "ollama": Preset("openai", "http://localhost:11434/v1", None, key_required=False),
-    "azure": Preset("openai", None, None),
+    "ollama": ProviderTypeInfo("openai", "http://localhost:11434/v1", None, key_required=False),
+    "azure": ProviderTypeInfo("openai", None, None),
 }
 
 ProviderType = Literal["openai", "anthropic", "gemini", "groq", "mistral", "deepseek", "openrouter", "ollama", "azure"]

@@ -1,0 +1,215 @@
+"""The call service: one `complete` from request to stored answer.
+
+Check the request, load the caller's history, enforce its policy and budget, route it (keys and
+fallbacks are the router's business), then write the turns, what the call taught us about keys,
+and its usage in one store transaction. Presets come through here too, as a rendered request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any
+
+import anyio
+
+from .auth import LOCAL_OWNER
+from .complete_request import CompleteRequest, checked_messages
+from .config import Config
+from .context import raw_estimate
+from .conversations import load_history, new_conversation_id, request_messages
+from .errors import CallError, InvalidRequest
+from .keys.base import KeyPool
+from .keys.state import KeyRecord
+from .messages import Message, Turn
+from .policies import Policies, PolicyRefused
+from .providers import CallParams
+from .router import Notify, Routed, Router
+from .schemas import AttemptOut, CompleteResult, UsageOut
+from .store import Store
+from .store.base import UsageRow
+from .templates import render
+
+# Key counters (requests, headroom, budget spend) are written at most this often; state changes at once.
+COUNTER_FLUSH_S = 1.0
+
+
+class CallTimedOut(CallError):
+    """The whole call ran past `[limits] call_timeout_s`."""
+
+
+class InFlight:
+    """How many calls are running, and whether the server is draining (graceful shutdown waits on both)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+
+
+class CallService:
+    def __init__(self, config: Config, router: Router, pool: KeyPool, store: Store, policies: Policies) -> None:
+        self.config = config
+        self.router = router
+        self.pool = pool
+        self.store = store
+        self.policies = policies
+        self.in_flight = InFlight()
+        self._counters_flushed = 0.0
+
+    async def complete(
+        self, request: CompleteRequest, *, caller: str = LOCAL_OWNER, notify: Notify | None = None
+    ) -> CompleteResult:
+        """Answer one turn through the route, store it, and say how it was reached."""
+        self.in_flight.count += 1
+        limit = self.config.limits.call_timeout_s
+        try:
+            with anyio.fail_after(limit):
+                return await self._complete(request, caller, notify)
+        except TimeoutError:
+            raise CallTimedOut(
+                f"the call did not finish within call_timeout_s = {limit:g} s (fallbacks and waits included); "
+                "nothing was stored — retry, or raise [limits] call_timeout_s"
+            ) from None
+        finally:
+            self.in_flight.count -= 1
+
+    async def _complete(self, request: CompleteRequest, caller: str, notify: Notify | None) -> CompleteResult:
+        new = checked_messages(request, self.config)
+        history = await self._history(request.conversation_id, caller, len(new))
+        context = request_messages(history, new)
+        if not any(m.role == "user" for m in context):
+            raise InvalidRequest("messages: at least one message with role 'user' is needed")
+        policy = self.policies.for_token(caller)
+        if policy is not None:
+            policy.check(self.config, caller, request.model, request.preset)
+        cost = int(raw_estimate(context)) + (request.max_tokens or 0)
+        charged = await self._charge_budget(caller, cost)
+        chain = self.config.route(request.model) or []
+        params = CallParams(request.max_tokens, request.temperature)
+        try:
+            routed = await self.router.route(chain, context, params, request.max_wait_s, notify)
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # what the failed call learned about keys is kept
+                await self.store.save_keys(self._keys_to_write())
+                if charged:
+                    await self._settle_budget(caller, cost, 0)
+            raise
+        conversation_id = request.conversation_id or new_conversation_id()
+        await self._store(conversation_id, request.conversation_id is None, caller, new, routed)
+        if charged:
+            used = routed.completion.usage
+            await self._settle_budget(caller, cost, used.input_tokens + used.output_tokens)
+        return _result(routed, conversation_id)
+
+    async def _history(self, conversation_id: str | None, caller: str, adding: int) -> list[Turn]:
+        """The caller's history so far (none for a new conversation), with room for this call's turns."""
+        if conversation_id is None:
+            return []
+        history = await load_history(self.store, conversation_id, caller)
+        limit = self.config.limits.max_conversation_turns
+        if limit - len(history) < adding + 1:
+            raise InvalidRequest(
+                f"conversation_id: the conversation has {len(history)} turns, the limit is {limit} "
+                "([limits] max_conversation_turns); start a new one"
+            )
+        return history
+
+    async def _store(self, conversation_id: str, create: bool, caller: str, new: list[Message], routed: Routed) -> None:
+        """One transaction: the user turns, the answer, what the call taught us about keys, and its usage."""
+        now = time.time()
+        usage = routed.completion.usage
+        turns = [Turn(m.role, m.content, created_at=now) for m in new]
+        turns.append(Turn("assistant", routed.completion.text, routed.model, routed.provider, routed.key_id, now))
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        used = UsageRow(day, caller, routed.model, routed.key_id, 1, usage.input_tokens, usage.output_tokens)
+        await self.store.append_turns(
+            conversation_id, turns, create=create, owner=caller, keys=self._keys_to_write(), usage=used
+        )
+
+    def _keys_to_write(self) -> list[KeyRecord]:
+        """Key records for this call's transaction: state changes always, counters once a second."""
+        now = time.monotonic()
+        if now - self._counters_flushed >= COUNTER_FLUSH_S:
+            self._counters_flushed = now
+            return self.pool.take_dirty()
+        return self.pool.take_dirty(state_changes_only=True)
+
+    async def _charge_budget(self, caller: str, cost: int) -> bool:
+        """Count this call against its caller's budget (shared by every instance), or refuse it."""
+        policy = self.policies.for_token(caller)
+        if policy is None or not policy.budget:
+            return False
+        wait, why = await self.store.spend_budget(f"token:{caller}", policy.budget, time.time(), 1, cost)
+        if wait > 0:
+            when = "never at this size (shorten the request)" if wait == math.inf else f"in {math.ceil(wait)} s"
+            raise PolicyRefused(
+                f"token {caller!r} is over its budget under policy {policy.name!r} ({policy.budget.describe()}): "
+                f"{why.removeprefix('client-side budget: ')}; it has room again {when}"
+            )
+        return True
+
+    async def _settle_budget(self, caller: str, cost: int, used: int) -> None:
+        """Replace the call's token estimate with what it really used (0 when it failed)."""
+        policy = self.policies.for_token(caller)
+        if policy is not None and (policy.budget.tpm is not None or policy.budget.tpd is not None):
+            await self.store.spend_budget(f"token:{caller}", policy.budget, time.time(), 0, used - cost, enforce=False)
+
+    async def run_preset(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        base: CompleteRequest,
+        *,
+        caller: str = LOCAL_OWNER,
+        notify: Notify | None = None,
+    ) -> CompleteResult:
+        """Call the preset `name`: fill its template, then complete through its route like any call.
+
+        `base` carries what every preset tool takes besides its parameters (conversation, max wait).
+        """
+        preset = self.config.presets.get(name)
+        if preset is None:
+            raise InvalidRequest(f"preset: unknown preset {name!r}; known: {', '.join(self.config.presets) or 'none'}")
+        values = {}
+        for parameter, spec in preset.parameters.items():
+            if arguments.get(parameter) is not None:
+                values[parameter] = arguments[parameter]
+            elif spec.default is not None:
+                values[parameter] = spec.default
+            else:
+                raise InvalidRequest(f"{parameter}: required by the preset {name!r} ({spec.description or spec.type})")
+        request = replace(
+            base,
+            prompt=render(preset.template, values),
+            model=preset.route,
+            system=preset.system if base.conversation_id is None else None,
+            max_tokens=preset.max_tokens,
+            temperature=preset.temperature,
+            preset=name,
+        )
+        return await self.complete(request, caller=caller, notify=notify)
+
+
+def _result(routed: Routed, conversation_id: str) -> CompleteResult:
+    usage = routed.completion.usage
+    return CompleteResult(
+        text=routed.completion.text,
+        model=routed.model,
+        provider=routed.provider,
+        key_id=routed.key_id,
+        conversation_id=conversation_id,
+        finish_reason=routed.completion.finish_reason,
+        usage=UsageOut(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+        attempts=[
+            AttemptOut(
+                model=a.model,
+                key_id=a.key_id,
+                outcome=a.outcome,
+                status_code=a.status_code,
+                retry_after_s=a.retry_after_s,
+            )
+            for a in routed.attempts
+        ],
+        trimmed_turns=routed.trimmed_turns,
+    )

@@ -1,0 +1,116 @@
+"""The built-in tools: complete, list_models, key_status, usage, list_conversations,
+get_conversation, and (when enabled, for operators) reset_key."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from ..complete_request import DEFAULT_MAX_WAIT_S, CompleteRequest
+from ..schemas import (
+    CompleteResult,
+    ConversationResult,
+    ConversationsResult,
+    InputMessage,
+    KeyStatusResult,
+    ModelsResult,
+    ResetResult,
+    UsageResult,
+)
+from .services import ToolServices
+
+log = logging.getLogger("mcp_keygate.server")
+
+MaxWait = Annotated[float, Field(ge=0, le=600, description="how long to wait for a cooling key before failing")]
+ConversationId = Annotated[str | None, Field(description="continue this conversation; omit to start a new one")]
+
+
+def register_core_tools(server: MCPServer, services: ToolServices) -> None:
+    register_complete(server, services)
+    register_views(server, services)
+    if services.config.server.enable_reset_key:
+        register_reset_key(server, services)
+
+
+def register_complete(server: MCPServer, services: ToolServices) -> None:
+    calls = services.gateway.calls
+
+    @server.tool()
+    async def complete(
+        ctx: Context,
+        prompt: Annotated[str | None, Field(description="a single user message; or use `messages`")] = None,
+        messages: Annotated[
+            list[InputMessage] | None, Field(description="several {role, content} messages; or use `prompt`")
+        ] = None,
+        model: Annotated[str, Field(description="a route or model name from list_models")] = "default",
+        conversation_id: ConversationId = None,
+        system: Annotated[str | None, Field(description="system prompt for this conversation")] = None,
+        max_tokens: Annotated[int | None, Field(description="cap on the answer's tokens")] = None,
+        temperature: Annotated[float | None, Field(ge=0, le=2)] = None,
+        max_wait_s: MaxWait = DEFAULT_MAX_WAIT_S,
+    ) -> CompleteResult:
+        """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
+        request = CompleteRequest(prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s)
+        owner = services.caller()
+        call = calls.complete(request, caller=owner, notify=services.progress(ctx))
+        return await services.answered(owner, "complete", call)
+
+
+def register_views(server: MCPServer, services: ToolServices) -> None:
+    views = services.gateway.views
+
+    @server.tool()
+    async def list_models() -> ModelsResult:
+        """Models and routes, with how many keys are ready and when the next one will be."""
+        with services.tool_errors():
+            return await views.list_models(services.caller())
+
+    @server.tool()
+    async def key_status(
+        provider: Annotated[str | None, Field(description="only this provider's keys")] = None,
+    ) -> KeyStatusResult:
+        """Every key's state (ready, cooling, exhausted, disabled), why, and for how long."""
+        with services.tool_errors():
+            return await views.key_status(provider, services.caller())
+
+    @server.tool()
+    async def usage(
+        days: Annotated[int, Field(ge=1, le=400, description="today and the days before")] = 30,
+    ) -> UsageResult:
+        """Tokens used per caller, model and key (with tokens configured: your own usage only)."""
+        with services.tool_errors():
+            return await views.usage(services.caller() if services.multi_user else None, days)
+
+    @server.tool()
+    async def list_conversations(
+        limit: Annotated[int, Field(ge=1, le=500, description="newest first")] = 20,
+    ) -> ConversationsResult:
+        """Your conversations, newest first, with how many turns each holds."""
+        with services.tool_errors():
+            return await views.list_conversations(services.caller(), limit)
+
+    @server.tool()
+    async def get_conversation(conversation_id: str) -> ConversationResult:
+        """A conversation's history, with the model, provider and key that wrote each answer."""
+        with services.tool_errors():
+            return await views.get_conversation(conversation_id, services.caller())
+
+
+def register_reset_key(server: MCPServer, services: ToolServices) -> None:
+    @server.tool()
+    async def reset_key(key_id: Annotated[str, Field(description="from key_status")]) -> ResetResult:
+        """Operators: make a key ready again now (after a top-up, or a fixed key)."""
+        owner = services.caller()
+        if not services.is_operator():
+            log.warning("reset_key %s refused: %s is not an operator", key_id, owner)
+            raise ToolError(
+                f"reset_key is for operators: token {owner!r} is not one ([server] operator_tokens, "
+                "or by default tokens that no policy governs)"
+            )
+        log.warning("reset_key %s requested by %s", key_id, owner)
+        with services.tool_errors():
+            return await services.gateway.reset_key(key_id)

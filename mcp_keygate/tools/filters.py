@@ -1,0 +1,78 @@
+"""Filters on MCP requests, run by the SDK around every handler.
+
+- `UnknownArguments`: a misspelt argument (`promt`) is refused with the tool's argument list,
+  rather than dropped silently and the call run without it.
+- `HiddenForCaller`: `tools/list` and `prompts/list` show a token only what it may use (presets its
+  policy allows; reset_key to operators).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult, TextContent
+
+from .services import ToolServices
+
+
+class UnknownArguments:
+    def __init__(self) -> None:
+        self.server: MCPServer | None = None  # set once the server exists (it is built with this filter)
+        self.known: dict[str, set[str]] = {}
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
+            if not self.known and self.server is not None:
+                for tool in await self.server.list_tools():
+                    self.known[tool.name] = set((tool.input_schema or {}).get("properties", {}))
+            name = ctx.params.get("name")
+            given = ctx.params.get("arguments") or {}
+            allowed = self.known.get(name) if isinstance(name, str) else None
+            unknown = sorted(set(given) - allowed) if allowed is not None and isinstance(given, Mapping) else []
+            if unknown and allowed is not None:
+                message = (
+                    f"unknown argument(s) {', '.join(repr(u) for u in unknown)} for {name}; "
+                    f"expected some of: {', '.join(sorted(allowed))}"
+                )
+                return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+        return await call_next(ctx)
+
+
+class HiddenForCaller:
+    def __init__(self, services: ToolServices) -> None:
+        self.services = services
+
+    @staticmethod
+    def needed(services: ToolServices) -> bool:
+        config = services.config
+        return services.multi_user and (bool(config.policies) or config.server.operator_tokens is not None)
+
+    def hidden(self) -> set[str]:
+        """Preset tools and prompts the caller's policy does not allow, and reset_key for non-operators."""
+        services = self.services
+        names = set() if services.is_operator() else {"reset_key"}
+        policy = services.gateway.policies.for_token(services.caller())
+        if policy is not None:
+            names |= {name for name in services.config.presets if not policy.may_use_preset(services.config, name)}
+        return names
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        result = await call_next(ctx)
+        if ctx.method not in ("tools/list", "prompts/list"):
+            return result
+        hidden = self.hidden()
+        field = "tools" if ctx.method == "tools/list" else "prompts"
+        if not hidden:
+            return result
+        if isinstance(result, dict):
+            return {**result, field: [item for item in result.get(field) or [] if _name(item) not in hidden]}
+        items = getattr(result, field, None)
+        if items is None:
+            return result
+        return result.model_copy(update={field: [item for item in items if _name(item) not in hidden]})
+
+
+def _name(item: Any) -> str | None:
+    return item.get("name") if isinstance(item, dict) else getattr(item, "name", None)

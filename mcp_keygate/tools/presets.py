@@ -1,0 +1,86 @@
+"""Each preset as an MCP tool (typed parameters, plus conversation_id and max_wait_s) and as an
+MCP prompt of the same name.
+
+The SDK derives a tool's schema from its function's signature, so each preset gets a function
+whose signature is built from the preset's declared parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
+from pydantic import Field
+
+from ..complete_request import DEFAULT_MAX_WAIT_S, CompleteRequest
+from ..config import PresetConfig
+from ..schemas import CompleteResult
+from ..templates import render
+from .core import ConversationId, MaxWait
+from .services import ToolServices
+
+_TYPE_WORDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+def register_presets(server: MCPServer, services: ToolServices) -> None:
+    for name, preset in services.config.presets.items():
+        server.add_tool(preset_tool(name, preset, services), name=name, description=preset.description)
+        prompt = Prompt.from_function(preset_prompt(name, preset), name=name, description=preset.description)
+        server.add_prompt(prompt)
+
+
+def parameters_of(preset: PresetConfig) -> list[inspect.Parameter]:
+    """The preset's parameters as keyword-only arguments with types, defaults and descriptions."""
+    params = []
+    for name, spec in preset.parameters.items():
+        described = Annotated[spec.python_type, Field(description=spec.description or _TYPE_WORDS[spec.type])]
+        default = inspect.Parameter.empty if spec.default is None else spec.default
+        params.append(inspect.Parameter(name, _KEYWORD, default=default, annotation=described))
+    return params
+
+
+def _with_signature(function: Callable[..., Any], name: str, params: list[inspect.Parameter], returns: Any) -> None:
+    function.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+    function.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+    function.__name__ = function.__qualname__ = name
+
+
+def preset_tool(name: str, preset: PresetConfig, services: ToolServices) -> Callable[..., Awaitable[CompleteResult]]:
+    """A tool function whose signature is the preset's parameters plus conversation_id and max_wait_s."""
+    params = [
+        *parameters_of(preset),
+        inspect.Parameter("ctx", _KEYWORD, annotation=Context),
+        inspect.Parameter("conversation_id", _KEYWORD, default=None, annotation=ConversationId),
+        inspect.Parameter("max_wait_s", _KEYWORD, default=DEFAULT_MAX_WAIT_S, annotation=MaxWait),
+    ]
+
+    async def run_preset(**arguments: Any) -> CompleteResult:
+        ctx = arguments.pop("ctx")
+        base = CompleteRequest(
+            conversation_id=arguments.pop("conversation_id", None),
+            max_wait_s=arguments.pop("max_wait_s", DEFAULT_MAX_WAIT_S),
+        )
+        owner = services.caller()
+        call = services.gateway.calls.run_preset(name, arguments, base, caller=owner, notify=services.progress(ctx))
+        return await services.answered(owner, name, call)
+
+    _with_signature(run_preset, name, params, CompleteResult)
+    return run_preset
+
+
+def preset_prompt(name: str, preset: PresetConfig) -> Callable[..., list[UserMessage]]:
+    """The preset as an MCP prompt: its template filled with the arguments (and its system prompt first)."""
+
+    def render_prompt(**arguments: Any) -> list[UserMessage]:
+        values = {k: v for k, v in arguments.items() if v is not None}
+        for parameter, spec in preset.parameters.items():
+            values.setdefault(parameter, spec.default)
+        text = render(preset.template, values)
+        return [UserMessage(f"{preset.system}\n\n{text}" if preset.system else text)]
+
+    _with_signature(render_prompt, name, parameters_of(preset), list[UserMessage])
+    return render_prompt

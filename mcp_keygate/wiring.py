@@ -1,0 +1,78 @@
+"""Choosing the state backend: the one place that turns `[state]` into a key pool and a store.
+
+`serve` (through `Keygate`), `status`, the tests and the benchmarks all come here, so a backend is
+chosen — and a missing Redis client or URL is reported — the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import Config, state_path
+from .errors import StoreError
+from .keys.base import KeyPool
+from .keys.pool import LocalKeyPool
+from .keys.rules import PoolSettings
+from .keys.secret import ApiKey
+from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    pool: KeyPool
+    store: Store
+
+
+def pool_settings(config: Config) -> dict[str, PoolSettings]:
+    return {
+        name: PoolSettings(p.strategy, p.cooldown_s, p.max_cooldown_s, p.quota_cooldown_s)
+        for name, p in config.providers.items()
+    }
+
+
+def redis_client(config: Config, env: Mapping[str, str] | None = None) -> Redis:
+    """A client for `[state] url` (not connected yet); StoreError when the `redis` extra is missing."""
+    try:
+        from redis.asyncio import Redis
+    except ImportError:
+        raise StoreError('the redis backend needs the Redis client: pip install "mcp-keygate[redis]"') from None
+    return Redis.from_url(config.state.redis_url(env))
+
+
+def lease_ttl_s(config: Config) -> float:
+    """A Redis lease outlives any attempt (twice the longest timeout), so only a crash expires one."""
+    return max((p.timeout_s for p in config.providers.values()), default=60.0) * 2 + 30
+
+
+def open_backend(
+    config: Config,
+    keys: dict[str, list[ApiKey]],
+    *,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+    store: Store | None = None,
+) -> Backend:
+    """The pool and store `[state]` asks for (not opened); `store` replaces the configured one (tests)."""
+    settings = pool_settings(config)
+    if config.state.backend == "redis" and store is None:
+        from .keys.redis_pool import RedisKeyPool
+
+        redis = redis_client(config, env)
+        prefix = config.state.prefix
+        pool = RedisKeyPool(redis, prefix, keys, settings, clock, lease_ttl_s(config))
+        return Backend(pool, open_store("redis", redis=redis, prefix=prefix))
+    return Backend(LocalKeyPool(keys, settings, clock), store or configured_store(config, env))
+
+
+def configured_store(config: Config, env: Mapping[str, str] | None = None) -> Store:
+    """The store of `[state]` alone (what `mcp-keygate status` reads while a server runs)."""
+    backend = config.state.backend
+    if backend == "redis":
+        return open_store("redis", redis=redis_client(config, env), prefix=config.state.prefix)
+    return open_store(backend, state_path(config, env) if backend == "sqlite" else None)
