@@ -80,6 +80,8 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
         secrets = config.resolve_tokens()
         SCRUBBER.add_secrets(list(secrets.values()))
         tokens = TokenRegistry(secrets)
+        if tokens.enabled and (problems := config.policy_token_problems(set(secrets))):
+            raise ConfigError(problems)
         metrics = Metrics(gateway.pool)
         server = build_server(gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False, metrics=metrics)
         app = build_http_app(
@@ -110,6 +112,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         keys = config.resolve_keys()
         if config.state.backend == "redis":
             configured_store(config)  # the Redis client is installed and a URL is known
+        _check_policy_tokens(config)
     except KeygateError as exc:
         return _fail(str(exc))
     for warning in config.warnings():
@@ -130,6 +133,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"  policy {name}: tokens {', '.join(policy.tokens)}" + (f"; budget {budget} per token" if budget else "")
         )
     return 0
+
+
+def _check_policy_tokens(config: Any) -> None:
+    """With the bearer tokens known here, every token a policy names must be one of them."""
+    from .config import ConfigError
+
+    try:
+        tokens = config.resolve_tokens()
+    except ConfigError:
+        return  # the tokens' variables are not set in this shell (they matter only to HTTP serving)
+    if tokens and (problems := config.policy_token_problems(set(tokens))):
+        raise ConfigError(problems)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -363,6 +363,20 @@ class Config(_Strict):
             raise ConfigError(problems)
         return tokens
 
+    def policy_token_problems(self, token_names: set[str]) -> list[str]:
+        """Policies naming a token that does not exist: a typo there would leave the real token
+        ungoverned (and so an operator)."""
+        problems = []
+        for name, policy in self.policies.items():
+            for token in policy.tokens:
+                if token not in token_names:
+                    known = ", ".join(sorted(token_names)) or "none"
+                    problems.append(
+                        f"policies.{name}.tokens: {token!r} is not a configured token (known: {known}); "
+                        "a misspelt name would leave the real token unrestricted"
+                    )
+        return problems
+
     def warnings(self) -> list[str]:
         """Things that work but should not be left as they are."""
         found: list[str] = []

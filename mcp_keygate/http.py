@@ -170,8 +170,8 @@ def build_http_app(
     limits = gateway.config.limits
     middleware = [  # outermost first
         Middleware(HostGuard, settings=security),
-        Middleware(BodyDeadline, timeout_s=settings.body_timeout_s, max_bytes=limits.max_request_bytes),
         Middleware(BearerAuth, registry=tokens, optional=("/status",)),
+        Middleware(BodyDeadline, timeout_s=settings.body_timeout_s, max_bytes=limits.max_request_bytes),
         Middleware(DrainMiddleware, gateway=gateway),
         Middleware(
             SessionLimiter,

@@ -1,8 +1,9 @@
 """ASGI guards in front of every HTTP route: who is calling, from which host, and how slowly.
 
 Order, outermost first: `HostGuard` (DNS rebinding: Host and Origin on every route but /healthz),
-`BodyDeadline` (a request body arrives whole within a deadline, or 408), `BearerAuth` (exactly one
-Authorization header; the token's name becomes the request's user — the only identity tools see).
+`BearerAuth` (exactly one Authorization header; the token's name becomes the request's user — the
+only identity tools see), `BodyDeadline` (a request body arrives whole within a deadline, or 408:
+after authentication, so a caller without a token cannot make the server hold bodies).
 Sessions per token are bounded by `sessions.SessionLimiter`, inside these.
 """
 
@@ -67,8 +68,13 @@ class BodyDeadline:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            message = f"the request body is larger than {self.max_bytes} bytes ([limits] max_request_bytes)"
+            await send_json(send, 413, "payload_too_large", message, {"connection": "close"})
             return
         chunks: list[bytes] = []
         size = 0
@@ -145,6 +151,16 @@ class BearerAuth:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(reset)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    return next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == name), "").strip()
+
+
+def _has_body(scope: Scope) -> bool:
+    """Any method may carry a body (the SDK reads one for GET and DELETE too): bound them all."""
+    length = _header(scope, b"content-length")
+    return bool(_header(scope, b"transfer-encoding")) or (length != "" and length != "0")
 
 
 def caller_of(scope: Scope) -> str | None:

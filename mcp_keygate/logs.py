@@ -14,12 +14,16 @@ import sys
 from .keys.secret import scrub
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Line breaks and other control characters in a message could forge whole log lines.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 # Streamable-HTTP session ids (uuid4().hex) and SSE session ids (UUIDs): whoever holds one may use the session.
 _SESSION_ID = re.compile(r"\b[0-9a-f]{32}\b|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 
 
 class ScrubFilter(logging.Filter):
-    """Rewrites each record's final text (message, exception, stack) with secrets and session ids removed."""
+    """Rewrites each record's final text (message, exception, stack) with secrets and session ids
+    removed, and so that no text a client chose can start a line of its own: control characters in a
+    message are escaped, and every line of a traceback is indented."""
 
     def __init__(self) -> None:
         super().__init__("keygate-scrub")
@@ -36,14 +40,22 @@ class ScrubFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed %-format from some library: keep what can be shown
             message = f"{record.msg!r} (unformattable arguments)"
-        record.msg, record.args = self.clean(message), None
+        record.msg, record.args = _escape(self.clean(message)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.clean(record.exc_text)
+            record.exc_text = _indent(self.clean(record.exc_text))
         if record.stack_info:
-            record.stack_info = self.clean(record.stack_info)
+            record.stack_info = _indent(self.clean(record.stack_info))
         return True
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  | " + _escape(line) for line in text.splitlines())
 
 
 SCRUBBER = ScrubFilter()

@@ -19,6 +19,11 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from .auth import LOCAL_OWNER
 from .http_guards import caller_of, send_json
 
+
+def _count(scope: Scope, name: bytes) -> int:
+    return sum(1 for k, _ in scope.get("headers", []) if k.lower() == name)
+
+
 log = logging.getLogger("mcp_keygate.sessions")
 
 Scope = dict[str, Any]
@@ -49,9 +54,18 @@ class SessionLimiter:
         self.streams: dict[str, list[_Stream]] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/") == self.mcp_path:
+        path = scope["path"].rstrip("/") if scope["type"] == "http" else ""
+        if path == self.mcp_path:
+            repeated = [h.decode() for h in (_SESSION_HEADER, _VERSION_HEADER) if _count(scope, h) > 1]
+            if repeated:  # the SDK reads the first, a dict the last: two readings must never differ
+                message = f"more than one {repeated[0]} header: send exactly one"
+                await send_json(send, 400, "bad_request", message)
+                return
             await self._streamable(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == self.sse_path and scope["method"] == "GET":
+        elif path == self.sse_path:
+            if scope["method"] != "GET":
+                await send_json(send, 405, "method_not_allowed", f"{self.sse_path} takes GET", {"allow": "GET"})
+                return
             await self._sse(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -84,6 +98,10 @@ class SessionLimiter:
         await self.app(scope, receive, watch)
         for new_id in opened:
             mine[new_id] = _Session(time.monotonic())
+            # However the session was opened, the cap holds: an older idle one goes, else this one.
+            if len(mine) > self.per_token and not await self._close_oldest_idle(mine, scope, spare=new_id):
+                del mine[new_id]
+                await self._delete(new_id, scope)
 
     async def _use(self, mine: dict[str, _Session], session_id: str, scope: Scope, receive: Any, send: Any) -> None:
         session = mine.get(session_id)
@@ -91,7 +109,7 @@ class SessionLimiter:
             await self.app(scope, receive, send)
             return
         session.last_used = time.monotonic()
-        busy = scope["method"] == "POST"
+        busy = scope["method"] in ("POST", "GET")  # a tool call, or a stream the client listens on
         session.in_flight += busy
         try:
             await self.app(scope, receive, send)
@@ -107,8 +125,8 @@ class SessionLimiter:
         for session_id in [s for s, info in mine.items() if info.in_flight == 0 and info.last_used < horizon]:
             del mine[session_id]
 
-    async def _close_oldest_idle(self, mine: dict[str, _Session], scope: Scope) -> bool:
-        idle = [(info.last_used, sid) for sid, info in mine.items() if info.in_flight == 0]
+    async def _close_oldest_idle(self, mine: dict[str, _Session], scope: Scope, spare: str = "") -> bool:
+        idle = [(info.last_used, sid) for sid, info in mine.items() if info.in_flight == 0 and sid != spare]
         if not idle:
             return False
         _, session_id = min(idle)

@@ -106,11 +106,11 @@ def register_reset_key(server: MCPServer, services: ToolServices) -> None:
         """Operators: make a key ready again now (after a top-up, or a fixed key)."""
         owner = services.caller()
         if not services.is_operator():
-            log.warning("reset_key %s refused: %s is not an operator", key_id, owner)
+            log.warning("reset_key %r refused: %s is not an operator", key_id, owner)
             raise ToolError(
                 f"reset_key is for operators: token {owner!r} is not one ([server] operator_tokens, "
                 "or by default tokens that no policy governs)"
             )
-        log.warning("reset_key %s requested by %s", key_id, owner)
+        log.warning("reset_key %r requested by %s", key_id, owner)
         with services.tool_errors():
             return await services.gateway.reset_key(key_id)

@@ -3,7 +3,8 @@
 - `UnknownArguments`: a misspelt argument (`promt`) is refused with the tool's argument list,
   rather than dropped silently and the call run without it.
 - `HiddenForCaller`: `tools/list` and `prompts/list` show a token only what it may use (presets its
-  policy allows; reset_key to operators).
+  policy allows; reset_key to operators), and `prompts/get` of a hidden prompt is an unknown prompt
+  (its system prompt and template are the operator's, not the token's).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
 from .services import ToolServices
 
@@ -59,6 +61,8 @@ class HiddenForCaller:
         return names
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if ctx.method == "prompts/get" and isinstance(ctx.params, Mapping) and ctx.params.get("name") in self.hidden():
+            raise MCPError(INVALID_PARAMS, f"Unknown prompt: {ctx.params.get('name')}")
         result = await call_next(ctx)
         if ctx.method not in ("tools/list", "prompts/list"):
             return result

@@ -110,3 +110,18 @@ async def test_markup_in_an_upstream_error_is_text_on_the_status_page(tmp_path, 
     finally:
         server.stop()
         upstream.shutdown()
+
+
+async def test_a_caller_cannot_forge_log_lines(team):
+    forged = "\n2026-01-01 09:00:00,000 WARNING mcp_keygate.server: reset_key primary:000000 requested by bob"
+    async with streamable(team.url, ALICE) as alice:
+        await alice.call_tool("reset_key", {"key_id": "x" + forged})
+        await alice.call_tool("complete", {"prompt": "x" + forged, "model": "big"})
+    httpx2.post(
+        f"{team.url}/messages/?session_id=zz%0A2026-01-01%2009:00:00,000%20INFO%20forged",
+        headers={"Authorization": f"Bearer {ALICE}"},
+        json={},
+    )
+    _code, stderr = team.stop()
+    assert not any(line.startswith("2026-01-01 09:00:00") for line in stderr.splitlines())
+    assert "reset_key 'x\\n2026-01-01" in stderr  # the attempt is logged, escaped, on its own line

@@ -164,3 +164,31 @@ def test_a_reserved_or_unprintable_token_name_is_refused_at_check_and_serve(sim,
     assert code != 0 and "Traceback" not in stderr
     assert "server.auth_tokens" in stderr
     assert "reserved" in stderr if name == "local" else "must be 1-64 letters" in stderr
+
+
+@pytest.mark.parametrize("modern", [False, True], ids=["2025-11-25", "2026-07-28"])
+async def test_a_hidden_prompt_cannot_be_fetched_by_name(team, modern):
+    from mcp import MCPError
+
+    async with streamable(team.url, ALICE, modern=modern) as alice:
+        with pytest.raises(MCPError) as refused:
+            await alice.get_prompt("summarize", {"text": "x"})
+        assert refused.value.error.code == -32602 and "Unknown prompt" in refused.value.error.message
+        allowed = await alice.get_prompt("translate", {"text": "hola"})
+        assert "hola" in allowed.messages[0].content.text
+    async with streamable(team.url, BOB, modern=modern) as bob:  # no policy: every prompt
+        shown = await bob.get_prompt("summarize", {"text": "x"})
+        assert "never invent facts" in shown.messages[0].content.text
+
+
+def test_a_policy_naming_a_token_that_does_not_exist_is_refused(sim, tmp_path):
+    """A typo ("alcie") would leave alice ungoverned — and so an operator."""
+    policy = '[policies.team]\ntokens = ["alcie"]\nroutes = ["cheap"]\n'
+    tokens = '[server]\nauth_tokens = { alice = "${ALICE_TOKEN}" }'
+    config = tmp_path / "keygate.toml"
+    config.write_text(preset_config(sim, tokens, policy), encoding="utf-8")
+    process = ServerProcess(config, free_port(), {"ALICE_TOKEN": ALICE})
+    code = process.proc.wait(timeout=20)
+    _code, stderr = process.stop()
+    assert code == 2 and "policies.team.tokens: 'alcie' is not a configured token" in stderr
+    assert "Traceback" not in stderr

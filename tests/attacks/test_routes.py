@@ -190,3 +190,71 @@ def test_a_client_trickling_its_body_gets_408(strict):
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize("header", ["mcp-protocol-version", "mcp-session-id"])
+async def test_a_repeated_session_header_cannot_slip_past_the_session_cap(capped, header):
+    session_id = open_session(capped.url, ALICE)
+    values = ["2025-11-25", "2026-07-28"] if header == "mcp-protocol-version" else [session_id, "f" * 32]
+    headers = [("authorization", f"Bearer {ALICE}"), ("accept", ACCEPT), *((header, v) for v in values)]
+    for method in ("POST", "DELETE"):
+        response = httpx2.request(method, f"{capped.url}/mcp", headers=headers, json=INIT, timeout=5)
+        assert response.status_code == 400 and f"more than one {header}" in response.json()["message"]
+    assert on_session(capped.url, ALICE, session_id, "POST", call("list_models", {})).status_code == 200
+
+
+async def test_sessions_held_open_by_a_listening_stream_still_count(capped):
+    """A session whose client listens on GET is busy, not forgotten: the cap still holds."""
+    async with httpx2.AsyncClient(timeout=10) as http:
+        streams = []
+        for _ in range(2):
+            session_id = open_session(capped.url, ALICE)
+            headers = {"Authorization": f"Bearer {ALICE}", "Accept": "text/event-stream", "mcp-session-id": session_id}
+            headers["mcp-protocol-version"] = "2025-11-25"
+            stream = http.stream("GET", f"{capped.url}/mcp", headers=headers)
+            response = await stream.__aenter__()
+            assert response.status_code == 200
+            streams.append(stream)
+        refused = httpx2.post(
+            f"{capped.url}/mcp", json=INIT, headers={"Authorization": f"Bearer {ALICE}", "Accept": ACCEPT}
+        )
+        assert refused.status_code == 429
+        for stream in streams:
+            await stream.__aexit__(None, None, None)
+
+
+def test_a_caller_without_a_token_cannot_make_the_server_hold_a_body(strict):
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3900000\r\n\r\n" + b"x" * 1000)
+        started = time.monotonic()
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
+        assert time.monotonic() - started < 1.0  # at once, not after the body deadline
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(strict):
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: 999999999\r\n\r\n"
+        sock.sendall(head.encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+@pytest.mark.parametrize("method", ["DELETE", "GET"])
+def test_a_body_trickled_on_any_method_gets_408(strict, method):
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        head = (
+            f"{method} /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: 50\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"{")
+        started = time.monotonic()
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert time.monotonic() - started < 6
+
+
+async def test_head_or_post_on_the_sse_route_is_405_without_a_traceback(team):
+    for method in ("HEAD", "POST", "PUT"):
+        response = httpx2.request(method, f"{team.url}/sse", headers={"Authorization": f"Bearer {BOB}"}, timeout=5)
+        assert response.status_code == 405
+    _code, stderr = team.stop()
+    assert "Traceback" not in stderr and "Exception in ASGI application" not in stderr
