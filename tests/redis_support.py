@@ -22,8 +22,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
+def redis_binary() -> str:
+    """redis-server's path; skips the test where it is missing (fails it under KEYGATE_REQUIRE_REDIS=1)."""
     binary = shutil.which("redis-server")
     if binary is None:
         message = (
@@ -32,10 +32,15 @@ def redis_url(tmp_path_factory):
         if os.environ.get("KEYGATE_REQUIRE_REDIS") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
+    return binary
+
+
+def start_redis(workdir, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A redis-server of the test's own on loopback (no persistence), once it answers PING."""
+    port = port or _free_port()
+    command = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        [*command, "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -52,7 +57,13 @@ def redis_url(tmp_path_factory):
             proc.kill()
             pytest.fail("redis-server did not start")
         time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
     proc.terminate()
     proc.wait(timeout=10)
 
