@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 
+from .attempts import Notify
 from .auth import LOCAL_OWNER
 from .complete_request import CompleteRequest, checked_messages
 from .config import Config
@@ -25,7 +26,7 @@ from .keys.state import KeyRecord
 from .messages import Message, Turn
 from .policies import Policies, PolicyRefused
 from .providers import CallParams
-from .router import Notify, Routed, Router
+from .router import Routed, Router
 from .schemas import AttemptOut, CompleteResult, UsageOut
 from .store import Store
 from .store.base import UsageRow

@@ -268,8 +268,10 @@ def cmd_install(args: argparse.Namespace) -> int:
     from .install import InstallError, install, server_entry
 
     for stream in (sys.stdout, sys.stderr):  # a path or name this terminal cannot encode is escaped, not a crash
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(errors="backslashreplace")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError):
+                reconfigure(errors="backslashreplace")
     config = Path(args.config) if args.config else None
     if args.print:
         print(json.dumps({"mcpServers": {args.name: server_entry(config)}}, indent=2))

@@ -6,6 +6,7 @@ user fixes the file in one pass.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import sys
@@ -175,7 +176,7 @@ class PresetParameter(_Strict):
         return self
 
     @property
-    def python_type(self) -> type:
+    def python_type(self) -> builtins.type:
         return TYPES[self.type]
 
 

@@ -228,7 +228,7 @@ async def _conversation(sim_url: str, workdir: Path, console: Console) -> dict[s
                 result = await client.call_tool("complete", args)
                 if result.is_error:
                     summary["errors"] += 1
-                    board.turns.append((prompt, "error", result.content[0].text))
+                    board.turns.append((prompt, "error", getattr(result.content[0], "text", "")))
                 else:
                     data = result.structured_content
                     conversation_id = data["conversation_id"]

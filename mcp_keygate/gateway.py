@@ -15,6 +15,7 @@ from typing import Any
 import httpx2
 
 from .activity import Activity
+from .attempts import Notify, RouterObserver
 from .auth import LOCAL_OWNER
 from .calls import CallService
 from .complete_request import CompleteRequest
@@ -22,7 +23,7 @@ from .config import Config
 from .errors import InvalidRequest
 from .policies import Policies
 from .providers import build_provider
-from .router import Notify, Router, RouterObserver
+from .router import Router
 from .schemas import CompleteResult, ResetResult
 from .store import Store
 from .upstream import UpstreamClients

@@ -10,6 +10,7 @@ Sessions per token are bounded by `sessions.SessionLimiter`, inside these.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -163,7 +164,7 @@ def _has_body(scope: Scope) -> bool:
     return bool(_header(scope, b"transfer-encoding")) or (length != "" and length != "0")
 
 
-def caller_of(scope: Scope) -> str | None:
+def caller_of(scope: Mapping[str, Any]) -> str | None:
     """The token name the auth guard established for this request, if any."""
     user = scope.get("user")
     token = getattr(user, "access_token", None)

@@ -54,6 +54,7 @@ class HeaderDeadlineProtocol(H11Protocol):
     restarts on every byte, so a client sending one byte a second holds the connection forever)."""
 
     header_timeout_s = 10.0
+    _header_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -110,7 +111,8 @@ class DrainingServer(uvicorn.Server):
             idle = self.gateway.calls.in_flight.count == 0
             self._idle_since = (self._idle_since or now) if idle else None
             # Stay up a moment after the last call ends so its answer reaches the client.
-            if (idle and now - self._idle_since >= 0.3) or now >= self._drain_deadline:
+            settled = self._idle_since is not None and now - self._idle_since >= 0.3
+            if settled or now >= self._drain_deadline:
                 if not idle:
                     log.warning("shutdown grace over with %d call(s) still running", self.gateway.calls.in_flight.count)
                 self.should_exit = True

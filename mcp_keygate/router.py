@@ -8,34 +8,31 @@ wrong). When nothing is usable, wait for the earliest key if it is ready within 
 
 from __future__ import annotations
 
+import enum
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import anyio
 import httpx2
 
+from .attempts import AttemptRunner, Notify
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
 from .errors import CallError
 from .keys.base import KeyPool, Lease
-from .keys.rules import Fit, key_state
-from .keys.state import KeyState
+from .keys.rules import Fit
 from .messages import Completion, Message
 from .outcomes import Outcome, Verdict
-from .providers import CallParams, Provider, send_attempt
+from .providers import CallParams, Provider
+from .route_report import AttemptRecord, failure_message
 
 log = logging.getLogger("mcp_keygate.router")
 
-Notify = Callable[[str], Awaitable[None]]
 
 # After a model says "overloaded" twice in one call, other calls skip it this long (unless told otherwise).
 MODEL_BACKOFF_S = 5.0
-# A streamed answer reports progress about every this many characters (~100 tokens).
-PROGRESS_EVERY_CHARS = 400
 # How often a call waiting for a busy key looks again (doubling up to the maximum).
 BUSY_POLL_S = 0.005
 MAX_BUSY_POLL_S = 0.1
@@ -45,22 +42,11 @@ RETRY_PAUSE_S = 1.0
 _TRANSIENT = {o.value for o in Outcome if o.is_transient_upstream}
 
 
-class RouterObserver(Protocol):
-    """Told about every attempt and fallback (metrics)."""
+class Pass(enum.Enum):
+    """Why a model did not answer and the route goes on."""
 
-    def on_attempt(self, provider: str, model: str, key_id: str, outcome: str, seconds: float) -> None: ...
-
-    def on_fallback(self, from_model: str, to_model: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    model: str
-    key_id: str
-    outcome: str
-    status_code: int | None
-    retry_after_s: float | None
-    reason: str
+    NO_KEY = "no usable key"
+    TOO_LONG = "the context did not fit its window"
 
 
 @dataclass(slots=True)
@@ -104,11 +90,11 @@ class Router:
         self.config = config
         self.pool = pool
         self.providers = providers
-        self._client = client
+        self.attempts = AttemptRunner(config, pool, client)
         self._clock = clock
         self._model_backoff: dict[tuple[str, str], float] = {}
         self.estimator = TokenEstimator()
-        self.observers: list[RouterObserver] = []
+        self.observers = self.attempts.observers
 
     async def route(
         self,
@@ -141,13 +127,13 @@ class Router:
             poll = BUSY_POLL_S
             outcomes = {a.outcome for a in attempts[first:]}
             if Outcome.CONTEXT_TOO_LONG.value in outcomes:
-                message = await self._failure_message(chain, attempts, None, too_long=True)
+                message = await failure_message(self.config, self.pool, chain, attempts, None, too_long=True)
                 raise RouteFailed(message, attempts, None)
             wait = await self.ready_in(chain)
             if wait is not None and outcomes & _TRANSIENT:
                 wait = max(wait, RETRY_PAUSE_S)  # never hammer a struggling upstream in a tight loop
             if wait is None or self._clock() + wait > deadline:
-                raise RouteFailed(await self._failure_message(chain, attempts, wait), attempts, wait)
+                raise RouteFailed(await failure_message(self.config, self.pool, chain, attempts, wait), attempts, wait)
             await notify(f"every key of {', '.join(chain)} is cooling; waiting {wait:.1f} s for the first")
             await anyio.sleep(max(wait, 0.01))
 
@@ -170,7 +156,6 @@ class Router:
                 continue
             if self._model_backoff.get((model.provider, upstream), 0.0) > self._clock():
                 continue
-            provider = self.providers[model.provider]
             model_params = replace(
                 params,
                 max_tokens=params.max_tokens or model.max_output_tokens,
@@ -182,111 +167,70 @@ class Router:
                 sent, trimmed = fit_history(messages, budget, self.estimator, upstream)
                 if trimmed:
                     await notify(f"{name}: dropped the {trimmed} oldest turn(s) to fit its {window}-token window")
-            transient_failures = 0
-            tried: set[str] = set()
-            cost = self.estimator.estimate(upstream, sent) + (model_params.max_tokens or 0)
-            while True:
-                lease = await self.pool.acquire(model.provider, upstream, exclude=tried, cost=cost)
-                if lease is Fit.BUSY and wait_on_busy:
-                    return Fit.BUSY
-                if not isinstance(lease, Lease):
-                    break
-                tried.add(lease.key.key_id)
-                started = time.perf_counter()
-                verdict, completion = await self._attempt(provider, lease, sent, model_params, name, notify)
-                elapsed = time.perf_counter() - started
-                for observer in self.observers:
-                    observer.on_attempt(model.provider, name, lease.key.key_id, verdict.outcome.value, elapsed)
-                record = AttemptRecord(
-                    name,
-                    lease.key.key_id,
-                    verdict.outcome.value,
-                    verdict.status_code,
-                    verdict.retry_after_s,
-                    verdict.reason,
-                )
-                attempts.append(record)
-                log.info(
-                    "attempt model=%s key=%s outcome=%s status=%s",
-                    name,
-                    record.key_id,
-                    record.outcome,
-                    record.status_code,
-                )
-                if verdict.outcome is Outcome.OK and completion is not None:
-                    self.estimator.calibrate(upstream, sent, completion.usage.input_tokens)
-                    return Routed(completion, name, model.provider, lease.key.key_id, attempts, trimmed)
-                if verdict.outcome.blames_key:
-                    await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key")
-                    continue
-                if verdict.outcome.is_transient_upstream:
-                    transient_failures += 1
-                    if transient_failures < 2:
-                        await notify(f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key")
-                        continue
-                    if verdict.outcome is Outcome.OVERLOADED:
-                        # The provider said so twice: spare it for a moment, for every call. A plain 5xx
-                        # or a timeout is not such a statement; one unlucky call must not block a model.
-                        backoff = verdict.retry_after_s or MODEL_BACKOFF_S
-                        self._model_backoff[(model.provider, upstream)] = self._clock() + backoff
-                    break
-                if verdict.outcome is Outcome.CONTEXT_TOO_LONG:
-                    too_long_for = window or 0
-                    break
-                raise RequestRejected(
-                    f"{name} rejected the request ({verdict.reason}); this is a problem with the request, "
-                    "not with a key, so no other key or model was tried",
-                    attempts,
-                )
+            result = await self._try_model(name, sent, model_params, attempts, notify, wait_on_busy)
+            if isinstance(result, Routed):
+                result.trimmed_turns = trimmed
+                return result
+            if result is Fit.BUSY:
+                return Fit.BUSY
+            if result is Pass.TOO_LONG:
+                too_long_for = window or 0
             if position + 1 < len(chain):
                 for observer in self.observers:
                     observer.on_fallback(name, chain[position + 1])
                 await notify(f"no usable key for {name}; falling back to {chain[position + 1]}")
         return None
 
-    async def _attempt(
+    async def _try_model(
         self,
-        provider: Provider,
-        lease: Lease,
-        messages: list[Message],
-        params: CallParams,
         name: str,
+        sent: list[Message],
+        params: CallParams,
+        attempts: list[AttemptRecord],
         notify: Notify,
-    ) -> tuple[Verdict, Completion | None]:
-        received = 0
-        reported = 0
-
-        async def on_text(text: str) -> None:
-            nonlocal received, reported
-            received += len(text)
-            if received - reported >= PROGRESS_EVERY_CHARS:
-                reported = received
-                await notify(f"{name}: about {received // 4} tokens received")
-
-        released = False
-        try:
-            attempt = await send_attempt(
-                provider,
-                self._client(),
-                lease.key,
-                lease.model,
-                messages,
-                params,
-                on_text,
-                deadline_s=self.config.providers[lease.key.provider].timeout_s,
-                max_bytes=self.config.limits.max_response_bytes,
+        wait_on_busy: bool,
+    ) -> Routed | Fit | Pass:
+        """Keys of one model in turn: an answer, Fit.BUSY (worth a short wait), or why the route moves
+        on. Raises RequestRejected when the request itself is wrong."""
+        model = self.config.models[name]
+        upstream = self.config.upstream_model(name)
+        provider = self.providers[model.provider]
+        transient_failures = 0
+        tried: set[str] = set()
+        cost = self.estimator.estimate(upstream, sent) + (params.max_tokens or 0)
+        while True:
+            lease = await self.pool.acquire(model.provider, upstream, exclude=tried, cost=cost)
+            if lease is Fit.BUSY and wait_on_busy:
+                return Fit.BUSY
+            if not isinstance(lease, Lease):
+                return Pass.NO_KEY
+            tried.add(lease.key.key_id)
+            verdict, completion = await self.attempts.run(provider, lease, sent, params, name, notify)
+            attempts.append(self.attempts.recorded(name, lease, verdict))
+            if verdict.outcome is Outcome.OK and completion is not None:
+                self.estimator.calibrate(upstream, sent, completion.usage.input_tokens)
+                return Routed(completion, name, model.provider, lease.key.key_id, attempts)
+            if verdict.outcome.blames_key:
+                await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key")
+                continue
+            if verdict.outcome.is_transient_upstream:
+                transient_failures += 1
+                if transient_failures < 2:
+                    await notify(f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key")
+                    continue
+                if verdict.outcome is Outcome.OVERLOADED:
+                    # The provider said so twice: spare it for a moment, for every call. A plain 5xx
+                    # or a timeout is not such a statement; one unlucky call must not block a model.
+                    backoff = verdict.retry_after_s or MODEL_BACKOFF_S
+                    self._model_backoff[(model.provider, upstream)] = self._clock() + backoff
+                return Pass.NO_KEY
+            if verdict.outcome is Outcome.CONTEXT_TOO_LONG:
+                return Pass.TOO_LONG
+            raise RequestRejected(
+                f"{name} rejected the request ({verdict.reason}); this is a problem with the request, "
+                "not with a key, so no other key or model was tried",
+                attempts,
             )
-            used = None
-            if attempt.completion is not None:
-                used = attempt.completion.usage.input_tokens + attempt.completion.usage.output_tokens or None
-            with anyio.CancelScope(shield=True):
-                await self.pool.release(lease, attempt.verdict, attempt.headroom, used)
-            released = True
-            return attempt.verdict, attempt.completion
-        finally:
-            if not released:
-                with anyio.CancelScope(shield=True):
-                    await self.pool.cancel(lease)
 
     async def ready_in(self, chain: list[str]) -> float | None:
         """Seconds until any model of the chain has a usable key (0: now); None: never without a fix."""
@@ -301,51 +245,6 @@ class Router:
             wait = max(wait, self._model_backoff.get((model.provider, upstream), 0.0) - now)
             best = wait if best is None else min(best, wait)
         return best
-
-    async def _failure_message(
-        self, chain: list[str], attempts: list[AttemptRecord], wait: float | None, too_long: bool = False
-    ) -> str:
-        lines = [f"No model of [{', '.join(chain)}] could answer."]
-        if too_long:
-            lines[0] += (
-                " The conversation is longer than the context window of every model left in the route:"
-                " start a new conversation, shorten the prompt, or add a model with a larger context_window."
-            )
-        if attempts:
-            lines.append("Attempts:")
-            for a in attempts:
-                retry = f", retry after {a.retry_after_s:g} s" if a.retry_after_s else ""
-                lines.append(f"  - {a.model} with key {a.key_id}: {a.outcome}{retry} — {a.reason}")
-        for name in chain:
-            lines.append(f"  {name}: {await self._model_summary(name)}")
-        if too_long:
-            pass
-        elif wait is None:
-            lines.append(
-                "No key will become usable by itself: fix or replace the disabled keys (see key_status), "
-                "or add another model to the route."
-            )
-        else:
-            lines.append(
-                f"The earliest key is ready again in {math.ceil(wait)} s: retry then, or pass a larger max_wait_s."
-            )
-        return "\n".join(lines)
-
-    async def _model_summary(self, name: str) -> str:
-        model = self.config.models[name]
-        upstream = self.config.upstream_model(name)
-        keys = self.pool.keys_of(model.provider)
-        if not keys:
-            return f"provider {model.provider} has no keys configured"
-        now = self._clock()
-        counts: dict[str, int] = {}
-        for record in await self.pool.records(model.provider):
-            state = key_state(record, upstream, now)
-            label = state.value
-            if state is KeyState.COOLING and record.hold_for(upstream, now) is None:  # only its budget holds it
-                label += " on their client-side budget"
-            counts[label] = counts.get(label, 0) + 1
-        return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" of {len(keys)} keys"
 
 
 def _describe(verdict: Verdict) -> str:

@@ -16,6 +16,7 @@ from mcp_keygate.gateway import Keygate
 from mcp_keygate.keys.budget import charge
 from mcp_keygate.keys.state import Hold, KeyRecord, KeyState
 from mcp_keygate.metrics import Metrics
+from mcp_keygate.route_report import model_summary
 
 pytestmark = pytest.mark.anyio
 
@@ -89,7 +90,7 @@ async def test_key_status_metrics_list_models_and_summaries_agree(monkeypatch):
         for name, upstream in MODELS.items():
             states = Counter(per_model(rows, key_id, upstream) for key_id in ids)
             assert models[name].keys_ready == states["ready"], name
-            summary = await gate.router._model_summary(name)
+            summary = await model_summary(gate.config, gate.pool, name)
             said = Counter()
             for count, label in re.findall(r"(\d+) ([a-z -]+?)(?:,| of )", summary):
                 said[label.replace(" on their client-side budget", "")] += int(count)

@@ -68,6 +68,8 @@ class KeyPool(Protocol):
 
     def settings(self, provider: str) -> PoolSettings: ...
 
+    def now(self) -> float: ...
+
 
 class PoolBase:
     """What every pool knows without asking anyone: the configured keys, settings and the clock."""

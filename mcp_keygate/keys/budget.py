@@ -35,7 +35,7 @@ class Budget:
     def __bool__(self) -> bool:
         return self.rpm is not None or self.tpm is not None or self.rpd is not None or self.tpd is not None
 
-    def _limits(self) -> list[tuple[str, float, int, int]]:
+    def _limits(self) -> list[tuple[str, float, float, float]]:
         """(window, seconds, request limit, token limit) for each window that has a limit."""
         limits = []
         if self.rpm is not None or self.tpm is not None:

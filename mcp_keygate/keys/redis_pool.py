@@ -17,8 +17,8 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 import anyio
 from redis.asyncio import Redis
@@ -134,7 +134,7 @@ class RedisKeyPool(PoolBase):
                     await pipe.watch(leases_key, *record_keys)
                     now = self._clock()
                     raws = await pipe.mget(record_keys)
-                    live = await pipe.zrangebyscore(leases_key, now, math.inf)
+                    live = cast(list[bytes], await pipe.zrangebyscore(leases_key, now, math.inf))
                     cursor = int(await pipe.get(cursor_key) or 0)
                     in_flight, probing = _count(live, model)
                     records = [self._parse_cached(k, raw) for k, raw in zip(keys, raws, strict=True)]
@@ -209,7 +209,7 @@ class RedisKeyPool(PoolBase):
         raise PoolContention(f"could not update {key.key_id} after {MAX_TRIES} tries")
 
 
-def _count(live: list[bytes | str], model: str) -> tuple[dict[str, int], set[str]]:
+def _count(live: Sequence[bytes | str], model: str) -> tuple[dict[str, int], set[str]]:
     """Requests in flight per key for `model`, and the keys being probed, from the live leases."""
     in_flight: dict[str, int] = {}
     probing: set[str] = set()

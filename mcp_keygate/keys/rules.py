@@ -257,7 +257,7 @@ def _learn_headroom(record: KeyRecord, model: str, headroom: Headroom | None, no
         and now < old.reset_at
         and reset_at <= old.reset_at + 1.0
     )
-    if same_window and old.remaining is not None:
+    if same_window and old is not None and old.remaining is not None:
         remaining = min(remaining, old.remaining)  # answers can arrive out of order; a window only drains
         reset_at = old.reset_at
     record.windows[model] = Window(headroom.limit_requests, remaining, reset_at)

@@ -145,8 +145,9 @@ _ERROR_STATUS = {
 
 
 def _status_for(payload: Mapping[str, Any]) -> int:
-    error = payload.get("error") or {}
-    return _ERROR_STATUS.get(error.get("type") if isinstance(error, dict) else None, 500)
+    error = payload.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return _ERROR_STATUS.get(kind, 500) if isinstance(kind, str) else 500
 
 
 def classify_anthropic_error(status: int, headers: Mapping[str, str], body: Any) -> Verdict:
@@ -155,7 +156,8 @@ def classify_anthropic_error(status: int, headers: Mapping[str, str], body: Any)
     error = error if isinstance(error, dict) else {}
     kind = error.get("type")
     message = str(error.get("message") or "")
-    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    found = error.get("details")
+    details: dict[str, Any] = found if isinstance(found, dict) else {}
     reason = short_reason(status, kind, message)
     wait = parse_retry_after_headers(headers)
 

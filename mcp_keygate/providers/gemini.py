@@ -112,7 +112,8 @@ class GeminiStream(TextStream):
             raise MalformedResponse("a stream frame is not an object")
         if "error" in frame:
             error = frame["error"] if isinstance(frame["error"], dict) else {}
-            status = error.get("code") if isinstance(error.get("code"), int) else 500
+            code = error.get("code")
+            status = code if isinstance(code, int) else 500
             raise StreamFailed(classify_gemini_error(status, {}, frame))
         text, finish = _candidate(frame)
         if frame.get("usageMetadata"):

@@ -166,7 +166,7 @@ class AnthropicDialect:
         )
 
     async def stream(self, call: SimCall, answer: Answer, cut: Cut) -> AsyncIterator[bytes]:
-        start = {
+        start: dict[str, Any] = {
             "id": f"msg_sim{answer.id}",
             "type": "message",
             "role": "assistant",

@@ -72,7 +72,7 @@ async def fault_response(fault: str, good: Response) -> Response:
 async def _body_of(response: Response) -> bytes:
     if isinstance(response, StreamingResponse):
         return b"".join(
-            [chunk if isinstance(chunk, bytes) else chunk.encode() async for chunk in response.body_iterator]
+            [chunk.encode() if isinstance(chunk, str) else bytes(chunk) async for chunk in response.body_iterator]
         )
     return bytes(response.body)
 

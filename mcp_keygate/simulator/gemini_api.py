@@ -29,7 +29,7 @@ def _invalid(message: str) -> Response:
 
 def _quota_429(model: str, per: str, retry_s: float, limit: int) -> Response:
     quota_id = f"GenerateRequestsPer{per}PerProjectPerModel-FreeTier"
-    details = [
+    details: list[dict[str, Any]] = [
         {
             "@type": _QUOTA_FAILURE,
             "violations": [
@@ -128,7 +128,7 @@ class GeminiDialect:
                 "Your prepayment credits are depleted. Please go to AI Studio to manage your project and billing.",
             )
         if failure == "invalid":
-            details = [
+            details: list[dict[str, Any]] = [
                 {
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                     "reason": "API_KEY_INVALID",

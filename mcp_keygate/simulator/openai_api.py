@@ -73,7 +73,7 @@ class OpenAIDialect:
                 for m in messages
             )
         )
-        if not valid:
+        if not valid or not isinstance(messages, list):
             raise Rejected(
                 _bad_request("'messages' must be a non-empty array of {role, content} objects", "messages"), **log
             )

@@ -82,7 +82,7 @@ class Scenario:
             return self.defaults
         behavior = match.group(1)
         retry = float(match.group(2)) if match.group(2) else self.defaults.retry_after_s
-        return replace(self.defaults, behavior=behavior, retry_after_s=retry)  # type: ignore[arg-type]
+        return replace(self.defaults, behavior=behavior, retry_after_s=retry)
 
 
 class ScenarioError(ValueError):

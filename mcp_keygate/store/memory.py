@@ -79,9 +79,12 @@ class MemoryStore:
 
     async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
         return sorted(
-            UsageRow(*key, *totals)
-            for key, totals in self._usage.items()
-            if key[0] >= since_day and (owner is None or key[1] == owner)
+            (
+                UsageRow(*key, *totals)
+                for key, totals in self._usage.items()
+                if key[0] >= since_day and (owner is None or key[1] == owner)
+            ),
+            key=lambda row: (row.day, row.owner, row.model, row.key_id),
         )
 
     async def spend_budget(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
@@ -133,11 +134,8 @@ class RedisStore:
     @redis_call
     async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
         prefix = f"{self.prefix}:usage:"
-        days = sorted(
-            day
-            for day in (_text(k)[len(prefix) :] async for k in self.redis.scan_iter(f"{prefix}*"))
-            if day >= since_day
-        )
+        found = [_text(k)[len(prefix) :] async for k in self.redis.scan_iter(f"{prefix}*")]
+        days = sorted(day for day in found if day >= since_day)
         rows = []
         for day in days:
             totals: dict[tuple[str, str, str], dict[str, int]] = {}
@@ -184,7 +182,8 @@ class RedisStore:
 
     @redis_call
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
-        ids = [_text(i) for i in await self.redis.zrevrange(f"{self.prefix}:owner:{owner}:convs", 0, limit - 1)]
+        newest = await self.redis.zrevrange(f"{self.prefix}:owner:{owner}:convs", 0, limit - 1)
+        ids = [_text(i) for i in cast(list[bytes], newest)]
         pipe = self.redis.pipeline(transaction=False)
         for cid in ids:
             pipe.hgetall(self._meta(cid))

@@ -7,7 +7,7 @@ reaches the user as a sentence, not a `redis.exceptions.ConnectionError` traceba
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from redis.asyncio import Redis
@@ -42,7 +42,9 @@ def store_error(redis: Redis, exc: BaseException) -> StoreError:
     )
 
 
-def redis_call(method: Callable[Concatenate[S, P], Awaitable[R]]) -> Callable[Concatenate[S, P], Awaitable[R]]:
+def redis_call(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
     """Turn any RedisError the method meets into a StoreError naming the server."""
 
     @functools.wraps(method)

@@ -22,6 +22,8 @@ from ..templates import render
 from .core import ConversationId, MaxWait
 from .services import ToolServices
 
+# Annotated built at run time from a preset's declared type (a type checker cannot see that type).
+_ANNOTATED: Any = Annotated
 _TYPE_WORDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -37,7 +39,7 @@ def parameters_of(preset: PresetConfig) -> list[inspect.Parameter]:
     """The preset's parameters as keyword-only arguments with types, defaults and descriptions."""
     params = []
     for name, spec in preset.parameters.items():
-        described = Annotated[spec.python_type, Field(description=spec.description or _TYPE_WORDS[spec.type])]
+        described = _ANNOTATED[spec.python_type, Field(description=spec.description or _TYPE_WORDS[spec.type])]
         default = inspect.Parameter.empty if spec.default is None else spec.default
         params.append(inspect.Parameter(name, _KEYWORD, default=default, annotation=described))
     return params

@@ -1,0 +1,95 @@
+"""One attempt on one leased key: send it, report streamed progress, give the lease back with what
+the answer taught us (or cancel it), and tell the observers (activity, metrics) and the log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import anyio
+import httpx2
+
+from .config import Config
+from .keys.base import KeyPool, Lease
+from .messages import Completion, Message
+from .outcomes import Verdict
+from .providers import CallParams, Provider, send_attempt
+from .route_report import AttemptRecord
+
+log = logging.getLogger("mcp_keygate.router")
+
+Notify = Callable[[str], Awaitable[None]]
+
+# A streamed answer reports progress about every this many characters (~100 tokens).
+PROGRESS_EVERY_CHARS = 400
+
+
+class RouterObserver(Protocol):
+    """Told about every attempt and fallback (the status page's activity, metrics)."""
+
+    def on_attempt(self, provider: str, model: str, key_id: str, outcome: str, seconds: float) -> None: ...
+
+    def on_fallback(self, from_model: str, to_model: str) -> None: ...
+
+
+class AttemptRunner:
+    def __init__(self, config: Config, pool: KeyPool, client: Callable[[], httpx2.AsyncClient]) -> None:
+        self.config = config
+        self.pool = pool
+        self._client = client
+        self.observers: list[RouterObserver] = []
+
+    async def run(
+        self, provider: Provider, lease: Lease, messages: list[Message], params: CallParams, name: str, notify: Notify
+    ) -> tuple[Verdict, Completion | None]:
+        """Send, release the lease with the verdict (cancel it if the call is cancelled), observe."""
+        started = time.perf_counter()
+        received = reported = 0
+
+        async def on_text(text: str) -> None:
+            nonlocal received, reported
+            received += len(text)
+            if received - reported >= PROGRESS_EVERY_CHARS:
+                reported = received
+                await notify(f"{name}: about {received // 4} tokens received")
+
+        released = False
+        try:
+            attempt = await send_attempt(
+                provider,
+                self._client(),
+                lease.key,
+                lease.model,
+                messages,
+                params,
+                on_text,
+                deadline_s=self.config.providers[lease.key.provider].timeout_s,
+                max_bytes=self.config.limits.max_response_bytes,
+            )
+            used = None
+            if attempt.completion is not None:
+                used = attempt.completion.usage.input_tokens + attempt.completion.usage.output_tokens or None
+            with anyio.CancelScope(shield=True):
+                await self.pool.release(lease, attempt.verdict, attempt.headroom, used)
+            released = True
+        finally:
+            if not released:
+                with anyio.CancelScope(shield=True):
+                    await self.pool.cancel(lease)
+        elapsed = time.perf_counter() - started
+        for observer in self.observers:
+            observer.on_attempt(lease.key.provider, name, lease.key.key_id, attempt.verdict.outcome.value, elapsed)
+        return attempt.verdict, attempt.completion
+
+    @staticmethod
+    def recorded(name: str, lease: Lease, verdict: Verdict) -> AttemptRecord:
+        """The attempt as the call's result and failure message list it (and the log line)."""
+        record = AttemptRecord(
+            name, lease.key.key_id, verdict.outcome.value, verdict.status_code, verdict.retry_after_s, verdict.reason
+        )
+        log.info(
+            "attempt model=%s key=%s outcome=%s status=%s", name, record.key_id, record.outcome, record.status_code
+        )
+        return record
