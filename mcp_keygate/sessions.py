@@ -3,7 +3,8 @@
 Streamable HTTP: when a token opens one session more than its cap, its oldest idle session (no
 request in flight) is closed first, the way its own client would close it (a DELETE through the
 SDK); when every one is busy, the new session is refused with 429. SSE: a token's oldest stream
-is closed. Sessions of other tokens are never touched.
+is closed. Sessions of other tokens are never touched. Without tokens (a loopback server) there is
+one caller and nobody to starve: only the SDK's global limit applies.
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class SessionLimiter:
 
     # Streamable HTTP
     async def _streamable(self, scope: Scope, receive: Any, send: Any) -> None:
-        owner = caller_of(scope) or LOCAL_OWNER
+        owner = caller_of(scope)
+        if owner is None:
+            await self.app(scope, receive, send)
+            return
         mine = self.sessions.setdefault(owner, {})
         headers = dict(scope.get("headers", []))
         session_id = headers.get(_SESSION_HEADER, b"").decode("latin-1")
@@ -160,7 +164,10 @@ class SessionLimiter:
 
     # SSE
     async def _sse(self, scope: Scope, receive: Any, send: Any) -> None:
-        owner = caller_of(scope) or LOCAL_OWNER
+        owner = caller_of(scope)
+        if owner is None:
+            await self.app(scope, receive, send)
+            return
         mine = self.streams.setdefault(owner, [])
         while len(mine) >= self.per_token:
             oldest = mine.pop(0)

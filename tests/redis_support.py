@@ -77,12 +77,12 @@ def redis_pool_factory(request):
     url = request.getfixturevalue("redis_url")
     prefix = unique_prefix()
 
-    async def build(keys, policies, clock):
+    async def build(keys, settings, clock):
         from redis.asyncio import Redis
 
         from mcp_keygate.keys.redis_pool import RedisKeyPool
 
-        pool = RedisKeyPool(Redis.from_url(url), prefix, keys, policies, clock)
+        pool = RedisKeyPool(Redis.from_url(url), prefix, keys, settings, clock)
         await pool.open()
         return pool
 

@@ -35,11 +35,11 @@ def make_pool(request):
         keys = [ApiKey.create("p", f"secret-key-number-{i:04d}", i) for i in range(n)]
         keys = [ApiKey.create("p", k.secret, k.index, (key_budgets or {}).get(k.key_id, budget)) for k in keys]
         clock = FakeClock()
-        policies = {"p": PoolSettings(strategy=strategy, **settings)}
+        pool_settings = {"p": PoolSettings(strategy=strategy, **settings)}
         if redis_factory is None:
-            pool = LocalKeyPool({"p": keys}, policies, clock)
+            pool = LocalKeyPool({"p": keys}, pool_settings, clock)
         else:
-            pool = await redis_factory({"p": keys}, policies, clock)
+            pool = await redis_factory({"p": keys}, pool_settings, clock)
             opened.append(pool)
         return pool, keys, clock
 
