@@ -24,6 +24,7 @@ class Outcome(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"  # no connection at all: refused, unknown host, TLS failure
 
     @property
     def blames_key(self) -> bool:

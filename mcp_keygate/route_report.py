@@ -31,8 +31,12 @@ async def failure_message(
     attempts: list[AttemptRecord],
     wait: float | None,
     too_long: bool = False,
+    unreachable: dict[str, str] | None = None,
 ) -> str:
+    """Every attempt, each model's keys by state, unreachable providers by URL, and what to do."""
     lines = [f"No model of [{', '.join(chain)}] could answer."]
+    providers = list(dict.fromkeys(config.models[name].provider for name in chain))
+    down = {p: why for p, why in (unreachable or {}).items() if p in providers}
     if too_long:
         lines[0] += (
             " The conversation is longer than the context window of every model left in the route:"
@@ -45,8 +49,16 @@ async def failure_message(
             lines.append(f"  - {a.model} with key {a.key_id}: {a.outcome}{retry} — {a.reason}")
     for name in chain:
         lines.append(f"  {name}: {await model_summary(config, pool, name)}")
+    for provider, why in down.items():
+        url = config.providers[provider].resolved_base_url()
+        lines.append(f"  providers.{provider}.base_url = {url}: {why}")
     if too_long:
         pass
+    elif down and (wait is None or len(down) == len(providers)):
+        lines.append(
+            "Nothing left in the route can be reached: check the base_url above and that the service is "
+            "running (and reachable from this machine), then retry."
+        )
     elif wait is None:
         lines.append(
             "No key will become usable by itself: fix or replace the disabled keys (see key_status), "

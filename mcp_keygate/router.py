@@ -18,6 +18,7 @@ import anyio
 import httpx2
 
 from .attempts import AttemptRunner, Notify
+from .backoff import Backoffs
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
 from .errors import CallError
@@ -31,8 +32,6 @@ from .route_report import AttemptRecord, failure_message
 log = logging.getLogger("mcp_keygate.router")
 
 
-# After a model says "overloaded" twice in one call, other calls skip it this long (unless told otherwise).
-MODEL_BACKOFF_S = 5.0
 # How often a call waiting for a busy key looks again (doubling up to the maximum).
 BUSY_POLL_S = 0.005
 MAX_BUSY_POLL_S = 0.1
@@ -92,7 +91,7 @@ class Router:
         self.providers = providers
         self.attempts = AttemptRunner(config, pool, client)
         self._clock = clock
-        self._model_backoff: dict[tuple[str, str], float] = {}
+        self.backoffs = Backoffs()
         self.estimator = TokenEstimator()
         self.observers = self.attempts.observers
 
@@ -133,7 +132,9 @@ class Router:
             if wait is not None and outcomes & _TRANSIENT:
                 wait = max(wait, RETRY_PAUSE_S)  # never hammer a struggling upstream in a tight loop
             if wait is None or self._clock() + wait > deadline:
-                raise RouteFailed(await failure_message(self.config, self.pool, chain, attempts, wait), attempts, wait)
+                down = {p: u.reason for p, u in self.backoffs.down().items()}
+                message = await failure_message(self.config, self.pool, chain, attempts, wait, unreachable=down)
+                raise RouteFailed(message, attempts, wait)
             await notify(f"every key of {', '.join(chain)} is cooling; waiting {wait:.1f} s for the first")
             await anyio.sleep(max(wait, 0.01))
 
@@ -154,7 +155,9 @@ class Router:
             window = model.context_window
             if too_long_for is not None and window is not None and window <= too_long_for:
                 continue
-            if self._model_backoff.get((model.provider, upstream), 0.0) > self._clock():
+            if self.backoffs.model_wait(model.provider, upstream, self._clock()) > 0:
+                continue
+            if self.backoffs.unreachable(model.provider, self._clock()) is not None:
                 continue
             model_params = replace(
                 params,
@@ -207,6 +210,11 @@ class Router:
             tried.add(lease.key.key_id)
             verdict, completion = await self.attempts.run(provider, lease, sent, params, name, notify)
             attempts.append(self.attempts.recorded(name, lease, verdict))
+            if verdict.outcome is Outcome.UNREACHABLE:
+                held = self.backoffs.mark_unreachable(model.provider, verdict.reason, self._clock())
+                await notify(f"{model.provider} cannot be reached ({verdict.reason}); held back {held:g} s")
+                return Pass.NO_KEY
+            self.backoffs.mark_reachable(model.provider)
             if verdict.outcome is Outcome.OK and completion is not None:
                 self.estimator.calibrate(upstream, sent, completion.usage.input_tokens)
                 return Routed(completion, name, model.provider, lease.key.key_id, attempts)
@@ -221,8 +229,7 @@ class Router:
                 if verdict.outcome is Outcome.OVERLOADED:
                     # The provider said so twice: spare it for a moment, for every call. A plain 5xx
                     # or a timeout is not such a statement; one unlucky call must not block a model.
-                    backoff = verdict.retry_after_s or MODEL_BACKOFF_S
-                    self._model_backoff[(model.provider, upstream)] = self._clock() + backoff
+                    self.backoffs.spare_model(model.provider, upstream, verdict.retry_after_s, self._clock())
                 return Pass.NO_KEY
             if verdict.outcome is Outcome.CONTEXT_TOO_LONG:
                 return Pass.TOO_LONG
@@ -242,7 +249,9 @@ class Router:
             wait = await self.pool.ready_in(model.provider, upstream)
             if wait is None:
                 continue
-            wait = max(wait, self._model_backoff.get((model.provider, upstream), 0.0) - now)
+            if self.backoffs.unreachable(model.provider, now) is not None:
+                continue  # it will not come back by itself while this call waits
+            wait = max(wait, self.backoffs.model_wait(model.provider, upstream, now))
             best = wait if best is None else min(best, wait)
         return best
 
@@ -255,6 +264,7 @@ def _describe(verdict: Verdict) -> str:
         Outcome.OVERLOADED: "overloaded",
         Outcome.UPSTREAM_ERROR: "upstream error",
         Outcome.TIMEOUT: "timed out",
+        Outcome.UNREACHABLE: "unreachable",
     }
     text = words.get(verdict.outcome, verdict.outcome.value)
     if verdict.retry_after_s:

@@ -114,8 +114,40 @@ async def test_connection_refused_moves_to_the_next_model(sim):
     async with Keygate(parse_config(data)) as gate:
         result = await gate.complete(CompleteRequest(prompt="hi"))
         dead_row = (await gate.views.key_status("dead")).keys[0]
-    assert [a.outcome for a in result.attempts] == ["upstream_error", "ok"] and result.model == "m"
+    assert [a.outcome for a in result.attempts] == ["unreachable", "ok"] and result.model == "m"
     assert dead_row.state == "ready"
+
+
+async def test_an_unreachable_upstream_fails_at_once_naming_the_url_not_after_max_wait(sim):
+    """A refused connection is not a busy upstream: one attempt, no 20-second retry loop, and a message
+    that names the setting to fix."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{dead_port}/v1"
+    data = config_for(sim, "openai", [], stream=False)
+    data["providers"] = {"dead": {"type": "openai", "base_url": url, "keys": ["k-dead-0001", "k-dead-0002"]}}
+    data["models"] = {"gone": {"provider": "dead", "model": "x"}}
+    async with Keygate(parse_config(data)) as gate:
+        with pytest.raises(RouteFailed) as info:
+            await gate.complete(CompleteRequest(prompt="hi"))  # the default max_wait_s of 20 s
+        assert [a.outcome for a in info.value.attempts] == ["unreachable"]  # one key tried, not each
+        assert f"providers.dead.base_url = {url}: connection refused" in str(info.value)
+        assert "check the base_url" in str(info.value)
+        with pytest.raises(RouteFailed) as again:  # held back: no new connection attempt for a while
+            await gate.complete(CompleteRequest(prompt="hi"))
+        assert again.value.attempts == [] and "connection refused" in str(again.value)
+
+
+def test_an_unreachable_provider_is_held_back_longer_each_time():
+    from mcp_keygate.backoff import Backoffs
+
+    backoffs = Backoffs()
+    waits = [backoffs.mark_unreachable("p", "connection refused", 100.0) for _ in range(8)]
+    assert waits == [2, 4, 8, 16, 32, 60, 60, 60]
+    assert backoffs.unreachable("p", 159.0) is not None and backoffs.unreachable("p", 161.0) is None
+    backoffs.mark_reachable("p")
+    assert backoffs.mark_unreachable("p", "connection refused", 200.0) == 2
 
 
 async def test_a_connect_timeout_is_a_timeout_not_a_key_problem():

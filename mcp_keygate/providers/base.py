@@ -13,6 +13,8 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import socket
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -307,6 +309,8 @@ async def _send(
         response = await client.send(request, stream=True)
     except httpx2.TimeoutException:
         return Attempt(Verdict(Outcome.TIMEOUT, reason="upstream timed out before answering"))
+    except (httpx2.ConnectError, httpx2.UnsupportedProtocol) as exc:
+        return Attempt(Verdict(Outcome.UNREACHABLE, reason=scrub(cannot_connect(exc), secrets)))
     except httpx2.TransportError as exc:
         return Attempt(Verdict(Outcome.UPSTREAM_ERROR, reason=f"network error: {type(exc).__name__}"))
     try:
@@ -371,6 +375,28 @@ async def _read_stream(
         return Verdict(
             Outcome.UPSTREAM_ERROR, status, reason=f"stream broke after {received} characters: {type(exc).__name__}"
         ), None
+
+
+def cannot_connect(exc: Exception) -> str:
+    """Why no connection was made, in a few words a person recognises (from the whole cause chain:
+    the async stack wraps a refused connection in "All connection attempts failed")."""
+    if isinstance(exc, httpx2.UnsupportedProtocol):
+        return "not an http:// or https:// URL"
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(c) for c in chain).lower()
+    if any(isinstance(c, ConnectionRefusedError) for c in chain) or "refused" in text:
+        return "connection refused"
+    if any(isinstance(c, socket.gaierror) for c in chain) or "name or service not known" in text:
+        return "host name not found"
+    if any(isinstance(c, ssl.SSLError) for c in chain) or "certificate" in text:
+        return f"TLS failed ({_CONTROL.sub(' ', str(chain[-1]))[:120]})"
+    if "unreachable" in text:
+        return "network unreachable"
+    return f"cannot connect ({_CONTROL.sub(' ', str(chain[-1]))[:120]})"
 
 
 def _scrubbed(verdict: Verdict, secrets: list[str]) -> Verdict:
