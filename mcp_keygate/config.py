@@ -46,6 +46,13 @@ class StateConfig(_Strict):
     url: str | None = Field(None, description='redis: e.g. "redis://localhost:6379/0" (KEYGATE_REDIS_URL overrides)')
     prefix: str = Field("keygate", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="redis: key prefix")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must start with redis://, rediss:// or unix:// (got {value[:60]!r})")
+        return value
+
     def redis_url(self, env: Mapping[str, str] | None = None) -> str:
         """Where Redis is: KEYGATE_REDIS_URL, else `url`; a ConfigError when neither says."""
         env = os.environ if env is None else env
@@ -128,6 +135,13 @@ class ProviderConfig(_BudgetFields):
     quota_cooldown_s: float = Field(6 * 3600.0, gt=0, description="how long an out-of-quota key is parked")
     headers: dict[str, str] = Field(default_factory=dict)
     stream: bool = Field(True, description="stream from upstream: earlier progress, and cut streams are caught")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {value[:60]!r})")
+        return value
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
@@ -419,14 +433,50 @@ def _format_validation_error(error: ValidationError) -> list[str]:
     return problems
 
 
-def parse_config(data: dict, source: str = "config") -> Config:
+def parse_config(data: dict, source: str = "config", env: Mapping[str, str] | None = None) -> Config:
+    expanded, problems = expand_env_refs(data, os.environ if env is None else env)
+    if problems:
+        raise ConfigError(problems, source)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(expanded)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc), source) from None
 
 
-def load_config_file(path: str | Path) -> Config:
+# Secrets are expanded only where they are used (so the parsed config never holds one).
+_EXPANDED_LATER = (("providers", "*", "keys"), ("server", "auth_tokens"))
+
+
+def expand_env_refs(data: object, env: Mapping[str, str], path: tuple[str, ...] = ()) -> tuple[object, list[str]]:
+    """`${VAR}` in every string of the config, replaced by the variable's value; keys and tokens are
+    left for `resolve_keys`/`resolve_tokens`. A variable that is not set is a problem naming the field."""
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        problems: list[str] = []
+        for name, value in data.items():
+            out[name], found = expand_env_refs(value, env, (*path, str(name)))
+            problems += found
+        return out, problems
+    if isinstance(data, list):
+        items = [expand_env_refs(value, env, (*path, f"[{i}]")) for i, value in enumerate(data)]
+        return [v for v, _ in items], [p for _, found in items for p in found]
+    if not isinstance(data, str) or "${" not in data or _later(path):
+        return data, []
+    missing = [name for name in _ENV_REF.findall(data) if not env.get(name)]
+    if missing:
+        where = ".".join(path).replace(".[", "[")
+        return data, [f"{where}: environment variable {missing[0]} is not set (export it, or write the value)"]
+    return _ENV_REF.sub(lambda m: env[m.group(1)], data), []
+
+
+def _later(path: tuple[str, ...]) -> bool:
+    return any(
+        len(path) >= len(pattern) and all(p in ("*", part) for p, part in zip(pattern, path, strict=False))
+        for pattern in _EXPANDED_LATER
+    )
+
+
+def load_config_file(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     path = Path(path).expanduser()
     try:
         text = path.read_text(encoding="utf-8")
@@ -438,7 +488,7 @@ def load_config_file(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"], str(path)) from None
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), env)
 
 
 def config_from_env(env: Mapping[str, str] | None = None) -> Config:
@@ -475,7 +525,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     """`--config`, else `KEYGATE_CONFIG`, else zero-config from the environment."""
     env = os.environ if env is None else env
     chosen = path or env.get("KEYGATE_CONFIG")
-    return load_config_file(chosen) if chosen else config_from_env(env)
+    return load_config_file(chosen, env) if chosen else config_from_env(env)
 
 
 def default_state_path(env: Mapping[str, str] | None = None) -> Path:

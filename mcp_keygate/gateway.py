@@ -45,7 +45,9 @@ class Keygate:
     ) -> None:
         self.config = config
         self.keys = config.resolve_keys(env)
+        # Keys, and custom header values (they may carry a credential from the environment).
         self.secrets = [k.secret for ks in self.keys.values() for k in ks if k.secret]
+        self.secrets += [v for p in config.providers.values() for v in p.headers.values() if len(v) >= 8]
         backend = open_backend(config, self.keys, env=env, clock=clock, store=store)
         self.pool, self.store = backend.pool, backend.store
         self.upstream = UpstreamClients(config, transport)

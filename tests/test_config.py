@@ -144,3 +144,26 @@ def test_the_example_config_and_the_readme_examples_are_valid():
     config = parse_config({**base, "presets": presets["presets"], "policies": policies["policies"]})
     assert config.presets["summarize"].parameters["audience"].default == "a busy engineer"
     assert config.policies["support-team"].budget().rpm == 60
+
+
+def test_env_references_expand_in_every_string_field_and_urls_are_checked():
+    from mcp_keygate.config import ConfigError, parse_config
+
+    data = {
+        "state": {"backend": "redis", "url": "${REDIS_URL}"},
+        "providers": {"p": {"base_url": "${OPENAI_BASE}", "keys": ["${KEY}"], "headers": {"X-Team": "${TEAM}"}}},
+        "models": {"m": {"provider": "p"}},
+    }
+    env = {"REDIS_URL": "redis://127.0.0.1:6379/0", "OPENAI_BASE": "http://127.0.0.1:9/v1", "TEAM": "blue"}
+    config = parse_config(data, env=env)
+    assert config.providers["p"].base_url == "http://127.0.0.1:9/v1" and config.state.url == env["REDIS_URL"]
+    assert config.providers["p"].headers == {"X-Team": "blue"}
+    assert config.providers["p"].keys == ["${KEY}"]  # keys are expanded only when used, never kept in the config
+    with pytest.raises(ConfigError) as missing:
+        parse_config(data, env={})
+    assert "providers.p.base_url: environment variable OPENAI_BASE is not set" in str(missing.value)
+    assert "state.url: environment variable REDIS_URL is not set" in str(missing.value)
+    with pytest.raises(ConfigError) as scheme:
+        parse_config(data, env={**env, "OPENAI_BASE": "127.0.0.1:9/v1", "REDIS_URL": "localhost:6379"})
+    assert "providers.p.base_url: must start with http:// or https:// (got '127.0.0.1:9/v1')" in str(scheme.value)
+    assert "state.url: must start with redis://" in str(scheme.value)
