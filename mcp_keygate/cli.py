@@ -19,6 +19,12 @@ def _setup_logging(level: str) -> None:
     setup_logging(level)
 
 
+NOTHING_TO_SERVE = (
+    "nothing to serve: no providers are configured. Either export a key (OPENAI_API_KEY, ANTHROPIC_API_KEY, "
+    "GEMINI_API_KEY, …) for zero-config, or write a config (start from keygate.example.toml) and pass --config"
+)
+
+
 def _fail(message: str, code: int = 1) -> int:
     print(f"mcp-keygate: {message}", file=sys.stderr)
     return code
@@ -52,8 +58,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server.run("stdio")
         except KeyboardInterrupt:
             pass
+        except BaseExceptionGroup as group:  # the SDK's task groups wrap a store that failed to open
+            found = _keygate_error(group)
+            if found is None:
+                raise
+            return _fail(str(found))
+        except KeygateError as exc:
+            return _fail(str(exc))
         return 0
     return _serve_http(args, config, gateway)
+
+
+def _keygate_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The first of our own errors inside an exception group (anyio nests them)."""
+    from .errors import KeygateError
+
+    for exc in group.exceptions:
+        if isinstance(exc, KeygateError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _keygate_error(exc)) is not None:
+            return inner
+    return None
 
 
 def _freeze_startup_objects() -> None:
@@ -66,13 +91,17 @@ def _freeze_startup_objects() -> None:
 
 
 def _serve_http(args: argparse.Namespace, config, gateway) -> int:
+    import anyio
+
     from .auth import TokenRegistry
     from .config import ConfigError
+    from .errors import StoreError
     from .http import UnsafeBind, build_http_app
-    from .http_server import run_http
+    from .http_server import PortInUse, run_http
     from .logs import SCRUBBER
     from .metrics import Metrics
     from .server import build_server
+    from .wiring import reach_store
 
     host = config.server.host if args.host is None else args.host
     port = config.server.port if args.port is None else args.port
@@ -95,23 +124,34 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
         )
     except (ConfigError, UnsafeBind) as exc:
         return _fail(str(exc), 2)
+    try:
+        anyio.run(reach_store, config)  # one line now, rather than a traceback from the app's start-up
+    except StoreError as exc:
+        return _fail(str(exc))
     paths = {"streamable-http": "/mcp", "sse": "/sse", "http": "/mcp and /sse"}[args.transport]
     logging.getLogger("mcp_keygate").info("serving MCP on http://%s:%s %s", host, port, paths)
     _freeze_startup_objects()
-    run_http(app, gateway, host, port, config.server, args.log_level.lower())
+    try:
+        run_http(app, gateway, host, port, config.server, args.log_level.lower())
+    except PortInUse as exc:
+        return _fail(str(exc), 2)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    import anyio
+
     from .config import load_config
     from .errors import KeygateError
-    from .wiring import configured_store
+    from .wiring import reach_store
 
     try:
         config = load_config(args.config)
+        if not config.providers:
+            return _fail(NOTHING_TO_SERVE)
         keys = config.resolve_keys()
-        if config.state.backend == "redis":
-            configured_store(config)  # the Redis client is installed and a URL is known
+        if config.state.backend == "redis" and not args.offline:
+            anyio.run(reach_store, config, None, 2.0)  # installed, configured and answering
         _check_policy_tokens(config)
     except KeygateError as exc:
         return _fail(str(exc))
@@ -200,6 +240,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(render_json(rows()) if args.json else render_table(rows()))
     except StoreError as exc:
         return _fail(str(exc))
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         return _fail(f"cannot read the state store: {exc}")
     return 0
@@ -311,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mcp-keygate", description="MCP server with rotating LLM API keys and model fallback."
     )
     parser.add_argument("--version", action="version", version=f"mcp-keygate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
 
     config_help = "config file (default: $KEYGATE_CONFIG, else zero-config from the environment)"
     serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
@@ -344,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the config and the keys it references")
     check.add_argument("--config", help=config_help)
+    check.add_argument("--offline", action="store_true", help="do not try to reach the Redis state store")
     check.set_defaults(func=cmd_check)
 
     sim = sub.add_parser("simulator", help="run the bundled provider simulator")
@@ -367,5 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # the reader went away (`status --json | head`): nobody left to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

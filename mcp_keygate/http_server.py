@@ -8,8 +8,10 @@ a request's headers (slowloris) is disconnected; bodies have their own deadline 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 from typing import Any
@@ -119,8 +121,33 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+class PortInUse(Exception):
+    """Another process listens on the address already."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind once, as uvicorn will, to say "port in use" in one line instead of uvicorn's traceback."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return  # uvicorn will say what is wrong with the host
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"port {port} on {host or 'every interface'} is already in use (another mcp-keygate?): "
+                    "pass --port with a free port, or stop the other process"
+                ) from None
+            raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def run_http(app: Any, gateway: Keygate, host: str, port: int, settings: Any, log_level: str) -> None:
     """Serve until SIGTERM/SIGINT, then drain."""
+    check_port(host, port)
     from sse_starlette.sse import AppStatus
 
     from .logs import protect_all_handlers

@@ -6,6 +6,7 @@ chosen — and a missing Redis client or URL is reported — the same way everyw
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -76,3 +77,19 @@ def configured_store(config: Config, env: Mapping[str, str] | None = None) -> St
     if backend == "redis":
         return open_store("redis", redis=redis_client(config, env), prefix=config.state.prefix)
     return open_store(backend, state_path(config, env) if backend == "sqlite" else None)
+
+
+async def reach_store(config: Config, env: Mapping[str, str] | None = None, timeout_s: float = 3.0) -> None:
+    """Open and close the configured store once: a StoreError (one line) if it cannot be used, before
+    a server starts on top of it (or `check` says OK)."""
+    import anyio
+
+    store = configured_store(config, env)
+    try:
+        with anyio.fail_after(timeout_s):
+            await store.open()
+    except TimeoutError:
+        raise StoreError(f"the state store did not answer within {timeout_s:g} s: check [state] url") from None
+    finally:
+        with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, OSError):
+            await store.close()
