@@ -98,3 +98,33 @@ def test_status_piped_into_head_says_nothing_on_stderr(config_with, tmp_path):
 def test_bare_mcp_keygate_prints_help():
     result = run()
     assert result.returncode == 0 and "serve" in result.stdout and "usage:" in result.stdout
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"prompt": "x", "max_tokens": "lots"}, "max_tokens: expected a whole number (or leave it out), got 'lots'"),
+        ({"prompt": "x", "temperature": 7}, "temperature: must be at most 2, got 7"),
+        ({"prompt": 5}, "prompt: expected text (or leave it out), got 5"),
+        (
+            {"messages": [{"role": "bot", "content": "x"}]},
+            "messages[0].role: expected one of 'system', 'user', 'assistant'",
+        ),
+        ({"prompt": "x", "max_wait_s": -1}, "max_wait_s: must be at least 0, got -1"),
+        ({"promt": "x"}, "unknown argument(s) 'promt' for complete"),
+    ],
+)
+async def test_a_wrong_tool_argument_is_one_line_naming_the_field(sim, arguments, said):
+    from mcp import Client
+
+    from mcp_keygate.config import parse_config
+    from mcp_keygate.gateway import Keygate
+    from mcp_keygate.server import build_server
+
+    server = build_server(Keygate(parse_config(two_provider_config(sim, ["sim-ok-args00001"], []))))
+    async with Client(server) as client:
+        result = await client.call_tool("complete", arguments)
+    text = result.content[0].text
+    assert result.is_error and text.startswith(said), text
+    assert "pydantic" not in text and "http" not in text and "\n" not in text

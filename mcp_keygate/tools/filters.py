@@ -1,7 +1,8 @@
 """Filters on MCP requests, run by the SDK around every handler.
 
 - `UnknownArguments`: a misspelt argument (`promt`) is refused with the tool's argument list,
-  rather than dropped silently and the call run without it.
+  rather than dropped silently and the call run without it; a wrong type or a value out of range
+  is refused in one line naming the field (`tools/arguments.py`).
 - `HiddenForCaller`: `tools/list` and `prompts/list` show a token only what it may use (presets its
   policy allows; reset_key to operators), and `prompts/get` of a hidden prompt is an unknown prompt
   (its system prompt and template are the operator's, not the token's).
@@ -16,30 +17,39 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
+from .arguments import argument_problems
 from .services import ToolServices
 
 
 class UnknownArguments:
     def __init__(self) -> None:
         self.server: MCPServer | None = None  # set once the server exists (it is built with this filter)
-        self.known: dict[str, set[str]] = {}
+        self.schemas: dict[str, dict[str, Any]] = {}
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
-            if not self.known and self.server is not None:
-                for tool in await self.server.list_tools():
-                    self.known[tool.name] = set((tool.input_schema or {}).get("properties", {}))
+            if not self.schemas and self.server is not None:
+                self.schemas = {tool.name: dict(tool.input_schema or {}) for tool in await self.server.list_tools()}
             name = ctx.params.get("name")
             given = ctx.params.get("arguments") or {}
-            allowed = self.known.get(name) if isinstance(name, str) else None
-            unknown = sorted(set(given) - allowed) if allowed is not None and isinstance(given, Mapping) else []
-            if unknown and allowed is not None:
-                message = (
-                    f"unknown argument(s) {', '.join(repr(u) for u in unknown)} for {name}; "
-                    f"expected some of: {', '.join(sorted(allowed))}"
-                )
-                return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+            schema = self.schemas.get(name) if isinstance(name, str) else None
+            if schema is not None and isinstance(given, Mapping):
+                message = _refusal(str(name), schema, given)
+                if message:
+                    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
         return await call_next(ctx)
+
+
+def _refusal(name: str, schema: dict[str, Any], given: Mapping[str, Any]) -> str:
+    """Why these arguments cannot be right for the tool, or '' when they may be."""
+    allowed = set(schema.get("properties", {}))
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        return (
+            f"unknown argument(s) {', '.join(repr(u) for u in unknown)} for {name}; "
+            f"expected some of: {', '.join(sorted(allowed))}"
+        )
+    return "; ".join(argument_problems(schema, given))
 
 
 class HiddenForCaller:
