@@ -32,16 +32,8 @@ class CompleteRequest:
 
 
 def checked_messages(request: CompleteRequest, config: Config) -> list[Message]:
-    """The call's new turns (system first, when given), after every check that needs no history."""
-    if config.route(request.model) is None:
-        names = sorted(set(config.route_names()) | set(config.models))
-        raise InvalidRequest(
-            f"model: unknown model or route {request.model[:100]!r}; known: {', '.join(names) or 'none configured'}"
-        )
-    if request.max_tokens is not None and request.max_tokens < 1:
-        raise InvalidRequest(f"max_tokens: must be at least 1 (got {request.max_tokens})")
-    if request.max_wait_s < 0:
-        raise InvalidRequest(f"max_wait_s: must be 0 or more (got {request.max_wait_s})")
+    """The call's new turns (system first, when given), after every check that needs no history —
+    the messages first, then the model and the limits (the order callers have always seen)."""
     new = _new_messages(request)
     limits = config.limits
     if len(new) > limits.max_messages:
@@ -53,6 +45,15 @@ def checked_messages(request: CompleteRequest, config: Config) -> list[Message]:
                 f"{where}: {len(message.content)} characters, the limit is {limits.max_prompt_chars} "
                 "([limits] max_prompt_chars)"
             )
+    if config.route(request.model) is None:
+        names = sorted(set(config.route_names()) | set(config.models))
+        raise InvalidRequest(
+            f"model: unknown model or route {request.model[:100]!r}; known: {', '.join(names) or 'none configured'}"
+        )
+    if request.max_tokens is not None and request.max_tokens < 1:
+        raise InvalidRequest(f"max_tokens: must be at least 1 (got {request.max_tokens})")
+    if request.max_wait_s < 0:
+        raise InvalidRequest(f"max_wait_s: must be 0 or more (got {request.max_wait_s})")
     return new
 
 

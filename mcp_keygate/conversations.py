@@ -17,12 +17,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 class UnknownConversation(CallError):
-    def __init__(self, conversation_id: str) -> None:
+    CONTINUING = "omit conversation_id to start a new conversation (its id is returned in the result)"
+    LOOKING = "list_conversations shows the conversations you can read"
+
+    def __init__(self, conversation_id: str, hint: str = CONTINUING) -> None:
         self.conversation_id = conversation_id
-        super().__init__(
-            f"conversation_id {conversation_id!r} does not exist; omit conversation_id to start a new "
-            "conversation (its id is returned in the result)"
-        )
+        super().__init__(f"conversation_id {conversation_id!r} does not exist; {hint}")
 
 
 class InvalidConversationId(InvalidRequest):

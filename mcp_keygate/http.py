@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from .auth import LOCAL_OWNER, TokenRegistry, is_loopback
 from .config import ServerConfig
+from .errors import StoreError
 from .gateway import Keygate
 from .http_guards import BearerAuth, BodyDeadline, HostGuard, caller_of
 from .http_server import MCP_PATH, MESSAGES_PATH, SSE_PATH, DrainMiddleware
@@ -119,7 +120,10 @@ class OperatorRoutes:
                 "([server] operator_tokens, or by default tokens that no policy governs)"
             )
             return JSONResponse({"error": "forbidden", "message": message}, 403)
-        return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
+        try:
+            return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
+        except StoreError as exc:
+            return JSONResponse({"error": "store_unavailable", "message": str(exc)}, 503)
 
     async def status_page(self, request: Request) -> Response:
         fragment_only = request.query_params.get("fragment") == "1"
@@ -129,7 +133,10 @@ class OperatorRoutes:
                 return JSONResponse(_UNAUTHORIZED, 401, headers=_CHALLENGE)
             return HTMLResponse(render_page(None), 401, headers={**SECURITY_HEADERS, **_CHALLENGE})
         owner = caller or LOCAL_OWNER
-        result = await self.gateway.views.key_status(caller=owner)
+        try:
+            result = await self.gateway.views.key_status(caller=owner)
+        except StoreError as exc:
+            return JSONResponse({"error": "store_unavailable", "message": str(exc)}, 503)
         policy = self.gateway.policies.for_token(owner)
         models = policy.models(self.gateway.config) if policy is not None and policy.restricts_calls else None
         fragment = render_fragment(result.keys, self.gateway.activity, models)

@@ -52,23 +52,23 @@ async def failure_message(
     for provider, why in down.items():
         url = config.providers[provider].resolved_base_url()
         lines.append(f"  providers.{provider}.base_url = {url}: {why}")
-    if too_long:
-        pass
-    elif down and (wait is None or len(down) == len(providers)):
-        lines.append(
+    if not too_long:
+        lines.append(_what_to_do(wait, down, providers))
+    return "\n".join(lines)
+
+
+def _what_to_do(wait: float | None, down: dict[str, str], providers: list[str]) -> str:
+    if down and (wait is None or len(down) == len(providers)):
+        return (
             "Nothing left in the route can be reached: check the base_url above and that the service is "
             "running (and reachable from this machine), then retry."
         )
-    elif wait is None:
-        lines.append(
+    if wait is None:
+        return (
             "No key will become usable by itself: fix or replace the disabled keys (see key_status), "
             "or add another model to the route."
         )
-    else:
-        lines.append(
-            f"The earliest key is ready again in {math.ceil(wait)} s: retry then, or pass a larger max_wait_s."
-        )
-    return "\n".join(lines)
+    return f"The earliest key is ready again in {math.ceil(wait)} s: retry then, or pass a larger max_wait_s."
 
 
 async def model_summary(config: Config, pool: KeyPool, name: str) -> str:

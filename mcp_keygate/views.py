@@ -1,8 +1,8 @@
 """The read side: what `list_models`, `key_status`, `list_conversations`, `get_conversation` and
 `usage` show, as projections of the pool and the store into `schemas`, filtered by the caller's policy.
 
-Every key state shown here comes from `keys.rules.key_state`, like /metrics and a failed call's
-summary, so no two views can disagree about a key.
+Key states come from `keys.rules` (`key_state`, and `state_for` for the reasons of the key table),
+like /metrics and a failed call's summary, so no two views can disagree about a key.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .auth import LOCAL_OWNER
 from .config import Config
-from .conversations import load_history
+from .conversations import UnknownConversation, load_history
 from .errors import InvalidRequest
 from .keys.base import KeyPool
 from .keys.rules import key_state
@@ -108,7 +108,10 @@ class Views:
         )
 
     async def get_conversation(self, conversation_id: str, caller: str = LOCAL_OWNER) -> ConversationResult:
-        turns = await load_history(self.store, conversation_id, caller)
+        try:
+            turns = await load_history(self.store, conversation_id, caller)
+        except UnknownConversation:
+            raise UnknownConversation(conversation_id, UnknownConversation.LOOKING) from None
         return ConversationResult(
             conversation_id=conversation_id,
             turns=[

@@ -43,7 +43,11 @@ def redis_client(config: Config, env: Mapping[str, str] | None = None) -> Redis:
         from redis.asyncio import Redis
     except ImportError:
         raise StoreError('the redis backend needs the Redis client: pip install "mcp-keygate[redis]"') from None
-    return Redis.from_url(config.state.redis_url(env))
+    url = config.state.redis_url(env)
+    try:
+        return Redis.from_url(url)
+    except ValueError as exc:
+        raise StoreError(f"[state] url is not a usable Redis URL ({exc}); e.g. redis://localhost:6379/0") from None
 
 
 def lease_ttl_s(config: Config) -> float:

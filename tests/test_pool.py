@@ -391,3 +391,17 @@ async def test_a_key_nearly_out_of_its_window_is_used_only_when_the_others_are_n
     other = await lease(pool)
     await pool.release(other, OK, Headroom(limit_requests=100, remaining_requests=0, reset_requests_s=28))
     assert (await lease(pool)).key.key_id == keys[0].key_id  # …and serves when the other key cannot
+
+
+def test_a_token_estimate_corrected_down_after_a_slow_call_is_refunded():
+    """The estimate is charged at lease time; the answer comes seconds later, in a newer bucket: the
+    refund must still reach the estimate, or a tpm budget fills with tokens never used."""
+    from mcp_keygate.keys.budget import Budget, charge, wait_for_budget
+
+    budget, spend, now = Budget(tpm=1000), {}, 1_000_000.0
+    for call in range(6):
+        started = now + call * 3
+        charge(spend, budget, started, 1, 500)  # the lease: an estimate of 500 tokens
+        charge(spend, budget, started + 2, 0, 100 - 500)  # two seconds later: 100 were used
+        assert wait_for_budget(spend, budget, started + 2, 0)[0] == 0, call
+    assert sum(b[2] for b in spend["minute"]) == 600  # six calls of 100 tokens

@@ -54,6 +54,7 @@ async def test_resources_and_conversation_tools_show_who_answered(sim):
         assert summaries["conversations"][0] == {**summaries["conversations"][0], "conversation_id": cid, "turns": 5}
         missing = await client.call_tool("get_conversation", {"conversation_id": "c_nope"})
         assert missing.is_error and "does not exist" in missing.content[0].text
+        assert "list_conversations shows" in missing.content[0].text and "omit" not in missing.content[0].text
 
 
 async def test_reset_key_is_offered_only_when_enabled(sim):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 
 import pytest
 
 from mcp_keygate.keys.state import Hold, KeyRecord, KeyState
 from mcp_keygate.messages import Turn
-from mcp_keygate.store import ConversationConflict, MemoryStore, SQLiteStore
+from mcp_keygate.store import ConversationConflict, MemoryStore, SQLiteStore, StoreError
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +84,7 @@ async def test_sqlite_file_is_private_and_atomic_on_failure(tmp_path):
     await store.append_turns("c_1", [Turn("user", "a"), Turn("assistant", "b")], create=True)
     # A turn that violates the schema (content NULL) aborts the whole append: no half call is stored.
     record = KeyRecord("p:abc", "p", "…wxyz", requests=7)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StoreError, match="could not be used: NOT NULL constraint failed"):
         await store.append_turns(
             "c_1",
             [Turn("user", "ok"), Turn("assistant", None)],

@@ -8,6 +8,7 @@ import sys
 
 import httpx2
 import pytest
+from mcp import MCPError
 
 from .conftest import REPO, two_provider_config, write_toml
 from .redis_support import _free_port, start_redis, unique_prefix
@@ -49,7 +50,14 @@ async def test_a_call_while_redis_is_down_is_a_tool_error_and_health_says_so(tmp
             assert during.is_error and "cannot use Redis at" in during.content[0].text
             listed = await session.call_tool("key_status", {})
             assert listed.is_error and "cannot use Redis at" in listed.content[0].text
+            with pytest.raises(MCPError) as unreadable:
+                await session.read_resource("keygate://keys")
+            assert "cannot use Redis at" in unreadable.value.error.message
         assert httpx2.get(f"{server.url}/healthz").status_code == 503
+        auth = {"Authorization": f"Bearer {ALICE}"}
+        for path in ("/metrics", "/status", "/status?fragment=1"):
+            response = httpx2.get(f"{server.url}{path}", headers=auth)
+            assert response.status_code == 503 and "cannot use Redis at" in response.json()["message"], path
     finally:
         _code, stderr = server.stop()
         if proc.poll() is None:

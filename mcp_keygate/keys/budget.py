@@ -89,16 +89,29 @@ def wait_for_budget(spend: Spend, budget: Budget, now: float, tokens: int = 0) -
 
 
 def charge(spend: Spend, budget: Budget, now: float, requests: int, tokens: int) -> None:
-    """Count `requests` and `tokens` against every window of the budget (tokens may be negative)."""
+    """Count `requests` and `tokens` against every window of the budget.
+
+    Tokens may be negative: an estimate corrected downwards once the answer says what was used. The
+    estimate may sit in an older bucket than `now` (a call takes seconds), so a refund is taken from
+    the newest buckets back, never lost and never below zero.
+    """
     for window, window_s, _, _ in budget._limits():
         width = window_s / BUCKETS_PER_WINDOW
         start = math.floor(now / width) * width
         buckets = [b for b in spend.get(window, []) if b[0] + width > now - window_s]
         if buckets and buckets[-1][0] == start:
             buckets[-1][1] += requests
-            buckets[-1][2] = max(0.0, buckets[-1][2] + tokens)
-        else:
-            buckets.append([start, float(requests), float(max(0, tokens))])
+        elif requests or tokens > 0:
+            buckets.append([start, float(requests), 0.0])
+        if tokens > 0:
+            buckets[-1][2] += tokens
+        refund = float(-tokens)
+        for bucket in reversed(buckets):
+            if refund <= 0:
+                break
+            taken = min(refund, bucket[2])
+            bucket[2] -= taken
+            refund -= taken
         spend[window] = buckets
 
 

@@ -147,8 +147,9 @@ class LocalKeyPool(PoolBase):
         probe = chosen.fit is Fit.PROBE
         if probe:
             self._probing.add((key.key_id, model))
-        if key.budget:
-            charge_lease(self._records[key.key_id], now, cost)
+        record = self._records[key.key_id]
+        if record.budget:
+            charge_lease(record, now, cost)
             self._dirty.add(key.key_id)
         return Lease(key, model, probe, cost=cost)
 

@@ -101,6 +101,13 @@ class RedisKeyPool(PoolBase):
             pipe.set(self._record_key(key.key_id), json.dumps(self.fresh(key).to_dict()), nx=True)
             pipe.sadd(f"{self.prefix}:keys", key.key_id)
         await pipe.execute()
+        # A budget changed in the config reaches the stored record now (what `status` reads), not at
+        # the key's next write.
+        keys = list(self._by_id.values())
+        raws = await self.redis.mget([self._record_key(k.key_id) for k in keys])
+        for key, raw in zip(keys, raws, strict=True):
+            if raw and KeyRecord.from_dict(json.loads(raw)).budget != key.budget:
+                await self._update(key, lambda record, now: None, None)
 
     @redis_call
     async def records(self, provider: str | None = None) -> list[KeyRecord]:
@@ -150,7 +157,7 @@ class RedisKeyPool(PoolBase):
                     pipe.zremrangebyscore(leases_key, -math.inf, now)  # leases of crashed instances
                     pipe.zadd(leases_key, {ticket: now + self.lease_ttl_s})
                     pipe.set(cursor_key, (chosen.index + 1) % len(keys))
-                    if keys[chosen.index].budget:  # charged in the same transaction as the lease
+                    if records[chosen.index].budget:  # charged in the same transaction as the lease
                         record = self._parse(keys[chosen.index], raws[chosen.index])  # a copy to change
                         charge_lease(record, now, cost)
                         pipe.set(record_keys[chosen.index], json.dumps(record.to_dict()))

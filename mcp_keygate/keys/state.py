@@ -8,6 +8,8 @@ from typing import Any
 
 from .budget import NO_BUDGET, Budget
 
+_BUDGET_FIELDS = ("rpm", "tpm", "rpd", "tpd")  # a newer version's fields are ignored, not a crash
+
 
 class KeyState(enum.StrEnum):
     READY = "ready"
@@ -124,5 +126,5 @@ class KeyRecord:
             last_status=data.get("last_status"),
             last_used=data.get("last_used"),
             spend=data.get("spend") or {},
-            budget=Budget(**(data.get("budget") or {})),
+            budget=Budget(**{k: v for k, v in (data.get("budget") or {}).items() if k in _BUDGET_FIELDS}),
         )

@@ -10,14 +10,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..auth import LOCAL_OWNER
-from ..errors import StoreError
+from ..errors import CallError
 from ..keys.budget import Budget
 from ..keys.state import KeyRecord
 from ..messages import Turn
 
 
-class ConversationConflict(StoreError):
-    """A new conversation's id already exists."""
+class ConversationConflict(CallError):
+    """The conversation changed under the call: a new id already existed, or the conversation went
+    away (or changed owner) while the call ran. Nothing was stored; a retry is safe."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(
+            f"conversation_id {conversation_id!r} changed while this call ran (created or removed by another "
+            "call); nothing was stored — retry"
+        )
+        self.conversation_id = conversation_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,10 @@ class SQLiteStore:
         conn = self._conn
         if conn is None:
             raise StoreError("the state store is not open")
-        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+        try:
+            return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from None
 
     async def open(self) -> None:
         self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
@@ -295,6 +298,16 @@ def _upsert_keys(conn: sqlite3.Connection, rows: list[tuple[str, str, str, float
         )
 
 
+def _unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    return StoreError(f"the state file {path} could not be used: {exc} — check the disk and the file's permissions")
+
+
+def conn_path(conn: sqlite3.Connection) -> str:
+    """The file behind a connection (for messages)."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row else "(state file)"
+
+
 def _commit(conn: sqlite3.Connection, batch: list[_Write]) -> None:
     """One transaction for the whole batch; each write in a savepoint so a failing one is undone alone."""
     conn.execute("BEGIN IMMEDIATE")
@@ -305,7 +318,7 @@ def _commit(conn: sqlite3.Connection, batch: list[_Write]) -> None:
                 write.result = write.fn(conn)
             except Exception as exc:
                 conn.execute("ROLLBACK TO one_write")
-                write.error = exc
+                write.error = _unusable(Path(conn_path(conn)), exc) if isinstance(exc, sqlite3.Error) else exc
             conn.execute("RELEASE one_write")
         conn.execute("COMMIT")
     except BaseException:

@@ -4,13 +4,14 @@ become tool errors."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
+from ..attempts import Notify
 from ..auth import TokenRegistry
 from ..errors import KeygateError
 from ..gateway import Keygate
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
 
 log = logging.getLogger("mcp_keygate.server")
-
-Notify = Callable[[str], Awaitable[None]]
 
 
 class ToolServices:
