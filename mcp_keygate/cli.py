@@ -13,15 +13,22 @@ import sys
 from typing import Any
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, log_format: str = "text") -> None:
     from .logs import setup_logging
 
-    setup_logging(level)
+    setup_logging(level, log_format)
 
 
 NOTHING_TO_SERVE = (
     "nothing to serve: no providers are configured. Either export a key (OPENAI_API_KEY, ANTHROPIC_API_KEY, "
     "GEMINI_API_KEY, …) for zero-config, or write a config (start from keygate.example.toml) and pass --config"
+)
+
+
+WAITING_ON_A_TERMINAL = (
+    "mcp-keygate is waiting for an MCP client on stdin — Claude Desktop, Claude Code or Cursor start it this "
+    "way. To see it work: mcp-keygate demo. To register it: mcp-keygate install claude-desktop --config "
+    "<file>. Ctrl-C stops it."
 )
 
 
@@ -31,7 +38,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     from .config import load_config
     from .errors import KeygateError
     from .gateway import Keygate
@@ -52,6 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.transport == "stdio":
         from .server import build_server
 
+        if sys.stdin.isatty():
+            print(WAITING_ON_A_TERMINAL, file=sys.stderr)
         server = build_server(gateway, log_level=args.log_level)
         _freeze_startup_objects()
         try:
@@ -175,6 +184,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configured_key_ids(config: Any) -> set[str] | None:
+    """The key ids of the config in use (the state file may remember other configs' keys); None when
+    this shell cannot tell (the keys' variables are not set here), and then every key is shown."""
+    from .errors import KeygateError
+
+    try:
+        keys = config.resolve_keys()
+    except KeygateError:
+        return None
+    return {k.key_id for ks in keys.values() for k in ks} or None
+
+
 def _check_policy_tokens(config: Any) -> None:
     """With the bearer tokens known here, every token a policy names must be one of them."""
     from .config import ConfigError
@@ -192,13 +213,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from .config import Config, load_config, state_path
+    from .config import load_config, state_path
     from .errors import KeygateError, StoreError
     from .status import key_rows, render_json, render_table
     from .wiring import configured_store
 
     try:
-        config = load_config(args.config) if (args.config or os.environ.get("KEYGATE_CONFIG")) else Config()
+        config = load_config(args.config)
         if config.state.backend == "memory":
             return _fail("the config uses the memory backend: its state lives only inside the running server")
         if config.state.backend == "sqlite" and not state_path(config).exists():
@@ -215,8 +236,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
+    shown = None if args.all else _configured_key_ids(config)
+
     def rows() -> list[Any]:
-        return key_rows(anyio.run(read), time.time())
+        records = anyio.run(read)
+        return key_rows([r for r in records if shown is None or r.key_id in shown], time.time())
 
     async def read_usage() -> Any:
         from .usage import usage_result
@@ -346,6 +370,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days from 1 to 400, got {text!r}") from None
+    if not 1 <= days <= 400:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days from 1 to 400, got {days}")
+    return days
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -367,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="HTTP transports: address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="HTTP transports: port (default 8931)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    serve.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default text)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     status = sub.add_parser("status", help="show the key table from the state store")
@@ -381,7 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh every SECONDS (default 2) until Ctrl-C; live in a terminal",
     )
     status.add_argument("--usage", action="store_true", help="tokens used per caller, model and key instead")
-    status.add_argument("--days", type=int, default=30, help="with --usage: today and the days before (default 30)")
+    status.add_argument(
+        "--days", type=_days, default=30, help="with --usage: today and the days before (1-400, default 30)"
+    )
+    status.add_argument("--all", action="store_true", help="every key in the state store, not only this config's")
     status.set_defaults(func=cmd_status)
 
     check = sub.add_parser("check", help="validate the config and the keys it references")

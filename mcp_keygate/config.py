@@ -7,13 +7,14 @@ user fixes the file in one pass.
 from __future__ import annotations
 
 import builtins
+import difflib
 import os
 import re
 import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -37,7 +38,8 @@ class ConfigError(KeygateError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No silent coercion: `port = "8931"` is a mistake to name, not a number to guess.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StateConfig(_Strict):
@@ -424,6 +426,9 @@ def _format_validation_error(error: ValidationError) -> list[str]:
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling against the config reference)"
+            suggestion = _closest_field(item["loc"])
+            if suggestion:
+                msg = f"unknown field; did you mean {suggestion!r}?"
         elif "input" in item and item["type"] not in ("missing", "value_error") and not isinstance(item["input"], dict):
             msg = f"{msg} (got {item['input']!r})"
         if item["type"] == "value_error" and not loc:
@@ -431,6 +436,32 @@ def _format_validation_error(error: ValidationError) -> list[str]:
         else:
             problems.append(f"{loc}: {msg}" if loc else msg)
     return problems
+
+
+def _closest_field(loc: tuple[int | str, ...]) -> str | None:
+    """The field name a misspelt one (`kyes`, `[provider.openai]`) most likely meant."""
+    model: Any = Config
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if fields is not None and part in fields:
+            model = fields[part].annotation
+        model = _model_inside(model)
+    fields = getattr(model, "model_fields", None)
+    if not fields:
+        return None
+    found = difflib.get_close_matches(str(loc[-1]), list(fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _model_inside(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (through dict values, lists and optionals), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(getattr(annotation, "__args__", ())):
+        inner = _model_inside(arg)
+        if inner is not None:
+            return inner
+    return annotation
 
 
 def parse_config(data: dict, source: str = "config", env: Mapping[str, str] | None = None) -> Config:

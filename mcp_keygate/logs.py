@@ -7,6 +7,7 @@ at INFO. A filter on the handler — not on our loggers — sees every record th
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -61,14 +62,36 @@ def _indent(text: str) -> str:
 SCRUBBER = ScrubFilter()
 
 
-def setup_logging(level: str) -> None:
-    """stderr only (in stdio mode stdout belongs to the protocol), every record scrubbed."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for operators who ship logs (scrubbed like every other line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """stderr only (in stdio mode stdout belongs to the protocol), every record scrubbed.
+
+    The HTTP client's own line per request is left out below DEBUG: the router logs each attempt.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
     handler.addFilter(SCRUBBER)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if level.upper() != "DEBUG":
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
 def protect_all_handlers() -> None:

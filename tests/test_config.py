@@ -44,8 +44,15 @@ def test_missing_env_var_names_field_and_variable():
 
 def test_unknown_field_is_named():
     data = {**GOOD, "providers": {"openai": {"type": "openai", "keys": [], "stratgy": "priority"}}}
-    assert problems_of(data) == [
-        "providers.openai.stratgy: unknown field (check the spelling against the config reference)"
+    assert problems_of(data) == ["providers.openai.stratgy: unknown field; did you mean 'strategy'?"]
+    assert problems_of({**GOOD, "provider": {}}) == ["provider: unknown field; did you mean 'providers'?"]
+    far = {**GOOD, "providers": {"openai": {"type": "openai", "keys": [], "zzz": 1}}}
+    assert problems_of(far) == ["providers.openai.zzz: unknown field (check the spelling against the config reference)"]
+
+
+def test_a_number_written_as_text_is_refused_not_guessed():
+    assert problems_of({**GOOD, "server": {"port": "8931"}}) == [
+        "server.port: Input should be a valid integer (got '8931')"
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -128,3 +129,29 @@ async def test_a_wrong_tool_argument_is_one_line_naming_the_field(sim, arguments
     text = result.content[0].text
     assert result.is_error and text.startswith(said), text
     assert "pydantic" not in text and "http" not in text and "\n" not in text
+
+
+def test_status_shows_the_keys_of_the_config_in_use_and_all_with_all(tmp_path, sim):
+    state = str(tmp_path / "shared-state.db")
+    first = two_provider_config(sim, ["sim-ok-scope00001", "sim-ok-scope00002"], [], backend="sqlite", path=state)
+    second = two_provider_config(sim, ["sim-ok-scope00003"], [], backend="sqlite", path=state)
+    for name, data in (("first", first), ("second", second)):
+        config = str(write_toml(tmp_path / f"{name}.toml", data))
+        assert run("serve", "--config", config, stdin="").returncode == 0
+    mine = run("status", "--config", config, "--json")
+    everything = run("status", "--config", config, "--json", "--all")
+    assert len(json.loads(mine.stdout)["keys"]) == 1
+    assert len(json.loads(everything.stdout)["keys"]) == 3
+
+
+def test_usage_days_out_of_range_is_refused(config_with):
+    result = run("status", "--config", config_with(backend="memory"), "--usage", "--days", "0")
+    assert result.returncode == 2 and "expected a whole number of days from 1 to 400, got 0" in result.stderr
+
+
+def test_json_logs_are_one_scrubbed_object_per_line(config_with):
+    result = run(
+        "serve", "--config", config_with(backend="memory"), "--log-format", "json", "--log-level", "DEBUG", stdin=""
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["level"] for line in lines)
