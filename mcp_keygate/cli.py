@@ -277,26 +277,19 @@ def _watch(rows: Any, every_s: float, as_json: bool) -> int:
 
     from rich.console import Console
     from rich.live import Live
-    from rich.table import Table
     from rich.text import Text
 
-    from .status import EMPTY, HEADERS, render_json, render_table, table_cells
+    from .status import EMPTY, render_json, render_table
+    from .status import live_table as table_for
 
     console = Console(highlight=False, markup=False)
-    styles = {"ready": "green", "cooling": "yellow", "exhausted": "magenta", "disabled": "red"}
 
-    def live_table() -> Table | Text:
+    def live_table() -> Any:
         current = rows()
-        stamp = time.strftime("%H:%M:%S")
         if not current:
             return Text(EMPTY)
-        table = Table(title=f"mcp-keygate keys — {stamp}, every {every_s:g} s, Ctrl-C to stop", title_justify="left")
-        for header in HEADERS:
-            table.add_column(header, no_wrap=True, overflow="ellipsis")
-        for cells in table_cells(current, time.time()):
-            cells_text = [Text(c, style=styles.get(c, "")) if i == 3 else c for i, c in enumerate(cells)]
-            table.add_row(*cells_text)
-        return table
+        title = f"mcp-keygate keys — {time.strftime('%H:%M:%S')}, every {every_s:g} s, Ctrl-C to stop"
+        return table_for(current, time.time(), console.width, title)
 
     try:
         if console.is_terminal and not as_json:

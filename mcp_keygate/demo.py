@@ -109,8 +109,10 @@ class Board:
     def key_table(self) -> Table:
         elapsed = time.monotonic() - self.keys_at
         table = Table(title="Keys", title_justify="left", expand=True)
-        for header in ("key id", "mask", "state", "scope", "ready in", "reason"):
-            table.add_column(header, overflow="ellipsis", no_wrap=True)
+        widths = {"key id": 16, "mask": 5, "state": 9, "scope": 10, "ready in": 8}
+        for header, width in widths.items():  # whole words always; the reason takes what is left
+            table.add_column(header, overflow="ellipsis", no_wrap=True, min_width=width)
+        table.add_column("reason", ratio=1, overflow="fold", min_width=12)
         for k in self.keys:
             ready = "-" if k["ready_in_s"] is None else duration(k["ready_in_s"] - elapsed)
             state = k["state"]

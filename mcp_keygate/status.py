@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import math
 import time
+from typing import Any
 
 from .keys.rules import state_for
 from .keys.state import Hold, KeyRecord
@@ -79,7 +80,7 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def table_cells(rows: list[KeyStatusRow], now: float) -> list[list[str]]:
+def table_cells(rows: list[KeyStatusRow], now: float, reason_chars: int = 60) -> list[list[str]]:
     """The table's cells, in HEADERS order (shared by the plain and the live table)."""
     return [
         [
@@ -89,13 +90,38 @@ def table_cells(rows: list[KeyStatusRow], now: float) -> list[list[str]]:
             r.state,
             r.model or "all models",
             "-" if r.ready_in_s is None else duration(r.ready_in_s),
-            (r.reason or "")[:60],
+            (r.reason or "")[:reason_chars],
             str(r.requests),
             str(r.failures),
             _ago(r.last_used, now),
         ]
         for r in rows
     ]
+
+
+# Narrow terminals drop the least needed columns first; the rest keep widths that fit their words.
+_DROP_BELOW = {"requests": 150, "failures": 150, "provider": 130, "last used": 110, "mask": 100}  # ids name it
+_MIN_WIDTH = {"key id": 13, "state": 9, "scope": 10, "ready in": 8, "reason": 12}
+STATE_STYLES = {"ready": "green", "cooling": "yellow", "exhausted": "magenta", "disabled": "red"}
+
+
+def live_table(rows: list[KeyStatusRow], now: float, width: int, title: str) -> Any:
+    """The key table for a terminal `width` columns wide (rich): states and countdowns always whole,
+    the reason takes what is left and wraps."""
+    from rich.table import Table
+    from rich.text import Text
+
+    shown = [i for i, h in enumerate(HEADERS) if width >= _DROP_BELOW.get(h, 0)]
+    table = Table(title=title, title_justify="left", expand=True, padding=(0, 1))
+    for i in shown:
+        header = HEADERS[i]
+        if header == "reason":
+            table.add_column(header, ratio=1, overflow="fold", min_width=_MIN_WIDTH[header])
+        else:
+            table.add_column(header, no_wrap=True, min_width=_MIN_WIDTH.get(header), overflow="ellipsis")
+    for cells in table_cells(rows, now, reason_chars=200 if width >= 100 else 90):
+        table.add_row(*[Text(cells[i], style=STATE_STYLES.get(cells[i], "")) if i == 3 else cells[i] for i in shown])
+    return table
 
 
 def render_table(rows: list[KeyStatusRow], now: float | None = None) -> str:
