@@ -32,7 +32,7 @@ td.reason { white-space: normal; max-width: 380px; }
 .state, .outcome { font-weight: 600; }
 .ready, .ok { color: var(--ok); } .cooling, .rate_limited { color: var(--cool); }
 .exhausted, .quota_exhausted { color: var(--exh); } .disabled, .auth_failed { color: var(--dis); }
-form { margin-top: 16px; } input { font: inherit; padding: 4px 8px; width: 320px; }
+form { margin-top: 16px; } .refused { color: var(--dis); font-weight: 600; } input { font: inherit; padding: 4px 8px; width: 320px; }
 """
 
 _SCRIPT = """
@@ -57,7 +57,11 @@ _SCRIPT = """
     const headers = token() ? {Authorization: 'Bearer ' + token()} : {};
     try {
       const r = await fetch('/status?fragment=1', {headers, cache: 'no-store'});
-      if (r.status === 401) { sessionStorage.removeItem('keygate-token'); stamp.textContent = 'token refused'; return; }
+      if (r.status === 401) {
+        sessionStorage.removeItem('keygate-token');
+        showForm('That token was refused: check it and try again.');
+        return;
+      }
       if (!r.ok) { stamp.textContent = 'server answered ' + r.status; return; }
       board.innerHTML = await r.text();
       received = Date.now();
@@ -65,13 +69,27 @@ _SCRIPT = """
       document.body.dataset.loaded = '1';
     } catch (e) { stamp.textContent = 'server unreachable, retrying'; }
   }
+  function bind(form) {
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      sessionStorage.setItem('keygate-token', form.elements.token.value.trim());
+      form.remove();
+      stamp.textContent = 'checking the token…';
+      refresh();
+    });
+  }
+  function showForm(message) {
+    board.replaceChildren(document.getElementById('login-template').content.cloneNode(true));
+    const form = document.getElementById('login');
+    const note = form.querySelector('.refused');
+    note.textContent = message;
+    note.hidden = false;
+    stamp.textContent = 'token refused';
+    bind(form);
+    form.elements.token.focus();
+  }
   const form = document.getElementById('login');
-  if (form) form.addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    sessionStorage.setItem('keygate-token', form.elements.token.value.trim());
-    form.remove();
-    refresh();
-  });
+  if (form) bind(form);
   if (!form || token()) { if (form && token()) form.remove(); refresh(); }
   setInterval(tick, 1000);
   setInterval(() => { if (!document.getElementById('login')) refresh(); }, 3000);
@@ -143,21 +161,26 @@ def render_fragment(rows: list[KeyStatusRow], activity: Activity, models: set[st
 """
 
 
+_LOGIN_FORM = (
+    '<form id="login"><p>This server needs a bearer token (the same as for /mcp).</p>'
+    '<p class="refused" hidden></p>'
+    '<input name="token" type="password" autocomplete="off" placeholder="token" required> '
+    '<button type="submit">Show status</button><p class="muted">Kept in this tab only '
+    "(sessionStorage) and sent as an Authorization header.</p></form>"
+)
+
+
 def render_page(fragment: str | None) -> str:
     """The whole page; without a fragment (no valid token yet) it is only the token form."""
     body = fragment
     if body is None:
-        body = (
-            '<form id="login"><p>This server needs a bearer token (the same as for /mcp).</p>'
-            '<input name="token" type="password" autocomplete="off" placeholder="token" required> '
-            '<button type="submit">Show status</button><p class="muted">Kept in this tab only '
-            "(sessionStorage) and sent as an Authorization header.</p></form>"
-        )
+        body = _LOGIN_FORM
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>mcp-keygate status</title><style>{_STYLE}</style></head>
 <body><header><h1>mcp-keygate</h1><span class="muted" id="stamp">live · refreshes every 3 s</span></header>
 <main id="board">{body}</main>
+<template id="login-template">{_LOGIN_FORM}</template>
 <script>{_SCRIPT}</script></body></html>"""
 
 
