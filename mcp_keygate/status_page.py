@@ -32,7 +32,8 @@ td.reason { white-space: normal; max-width: 380px; }
 .state, .outcome { font-weight: 600; }
 .ready, .ok { color: var(--ok); } .cooling, .rate_limited { color: var(--cool); }
 .exhausted, .quota_exhausted { color: var(--exh); } .disabled, .auth_failed { color: var(--dis); }
-form { margin-top: 16px; } .refused { color: var(--dis); font-weight: 600; } input { font: inherit; padding: 4px 8px; width: 320px; }
+form { margin-top: 16px; } input { font: inherit; padding: 4px 8px; width: 320px; }
+.refused { color: var(--dis); font-weight: 600; }
 """
 
 _SCRIPT = """
