@@ -155,3 +155,27 @@ def test_json_logs_are_one_scrubbed_object_per_line(config_with):
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and all(json.loads(line)["level"] for line in lines)
+
+
+def test_serve_on_a_terminal_says_it_waits_for_an_mcp_client(config_with):
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGATE_", "OPENAI_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_keygate", "serve", "--config", config_with(backend="memory")],
+        stdin=follower,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+    )
+    os.close(follower)
+    try:
+        line = proc.stderr.readline()
+        assert "waiting for an MCP client on stdin" in line and "mcp-keygate demo" in line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        os.close(leader)

@@ -47,6 +47,7 @@ async def test_streamable_http_and_sse_work_with_a_token(server):
     _code, stderr = server.stop()
     assert "complete by alice answered by mini" in stderr and "complete by bob answered by mini" in stderr
     assert ALICE not in stderr and BOB not in stderr
+    assert "HTTP Request:" not in stderr  # the HTTP client's own line per request only at DEBUG
 
 
 @pytest.mark.parametrize("path", ["/mcp", "/sse", "/messages/?session_id=x", "/metrics"])
