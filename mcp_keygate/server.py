@@ -17,7 +17,7 @@ from . import __version__
 from .auth import TokenRegistry
 from .gateway import Keygate
 from .tools.core import register_core_tools
-from .tools.filters import HiddenForCaller, UnknownArguments
+from .tools.filters import HiddenForCaller, PromptArguments, UnknownArguments
 from .tools.presets import register_presets
 from .tools.resources import register_resources
 from .tools.services import ToolServices
@@ -49,6 +49,7 @@ def build_server(
     middleware: list[Any] = [unknown_arguments]
     if HiddenForCaller.needed(services):
         middleware.append(HiddenForCaller(services))
+    middleware.append(PromptArguments(services))
     server = MCPServer(
         "mcp-keygate",
         version=__version__,

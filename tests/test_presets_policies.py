@@ -90,7 +90,7 @@ async def test_a_preset_is_a_tool_that_falls_back_across_providers_and_a_prompt(
         assert tools["summarize"].description == "Summarize a text in a few bullet points."
         assert schema["required"] == ["text"]
         assert schema["properties"]["bullets"] == {"default": 3, "title": "Bullets", "type": "integer"} | {
-            "description": "a whole number"
+            "description": "a whole number (default 3)"
         }
         assert {"conversation_id", "max_wait_s"} <= set(schema["properties"])
 

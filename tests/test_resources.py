@@ -75,3 +75,49 @@ async def test_reset_key_is_offered_only_when_enabled(sim):
         assert [r["state"] for r in rows] == ["ready", "ready"]
         unknown = await client.call_tool("reset_key", {"key_id": "primary:000000"})
         assert unknown.is_error and "unknown key 'primary:000000'" in unknown.content[0].text
+
+
+async def test_prompt_and_resource_errors_are_invalid_params_naming_the_argument(sim):
+    from mcp import MCPError
+
+    data = two_provider_config(sim, ["sim-ok-res0000031"], [])
+    data["presets"] = {
+        "summarize": {
+            "description": "d",
+            "template": "Sum {text} in {bullets}",
+            "parameters": {"text": "str", "bullets": "int = 3"},
+        }
+    }
+    server = build_server(Keygate(parse_config(data)))
+    async with Client(server) as client:
+        for name, arguments, said in (
+            ("nope", {}, "Unknown prompt: 'nope'"),
+            ("summarize", {}, "summarize: argument 'text' is required"),
+            (
+                "summarize",
+                {"text": "x", "bullets": "many"},
+                "summarize: argument 'bullets': expected a whole number, got 'many'",
+            ),
+        ):
+            with pytest.raises(MCPError) as refused:
+                await client.get_prompt(name, arguments)
+            assert refused.value.error.code == -32602 and refused.value.error.message.startswith(said)
+        with pytest.raises(MCPError) as missing:
+            await client.read_resource("keygate://conversations/c_nope")
+        assert missing.value.error.code == -32602 and "does not exist" in missing.value.error.message
+
+
+async def test_every_tool_has_a_title_honest_hints_and_described_parameters(sim):
+    server = server_for(sim, ["sim-ok-res0000041"], [], enable_reset_key=True)
+    async with Client(server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    read_only = {"list_models", "key_status", "usage", "list_conversations", "get_conversation"}
+    for name, tool in tools.items():
+        assert tool.title, name
+        hints = tool.annotations
+        assert hints is not None, name
+        assert hints.read_only_hint is (name in read_only), name
+        for parameter, schema in (tool.input_schema or {}).get("properties", {}).items():
+            assert schema.get("description"), (name, parameter)
+    assert tools["reset_key"].annotations.destructive_hint and tools["reset_key"].annotations.idempotent_hint
+    assert tools["complete"].annotations.open_world_hint and not tools["complete"].annotations.destructive_hint

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from ..complete_request import DEFAULT_MAX_WAIT_S, CompleteRequest
@@ -25,6 +26,13 @@ from .services import ToolServices
 
 log = logging.getLogger("mcp_keygate.server")
 
+# Honest hints for clients that decide approvals from them.
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+CALLS_A_MODEL = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+)
+RESETS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+
 MaxWait = Annotated[float, Field(ge=0, le=600, description="how long to wait for a cooling key before failing")]
 ConversationId = Annotated[str | None, Field(description="continue this conversation; omit to start a new one")]
 
@@ -39,7 +47,7 @@ def register_core_tools(server: MCPServer, services: ToolServices) -> None:
 def register_complete(server: MCPServer, services: ToolServices) -> None:
     calls = services.gateway.calls
 
-    @server.tool()
+    @server.tool(title="Ask a model", annotations=CALLS_A_MODEL)
     async def complete(
         ctx: Context,
         prompt: Annotated[str | None, Field(description="a single user message; or use `messages`")] = None,
@@ -50,7 +58,9 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
         conversation_id: ConversationId = None,
         system: Annotated[str | None, Field(description="system prompt for this conversation")] = None,
         max_tokens: Annotated[int | None, Field(description="cap on the answer's tokens")] = None,
-        temperature: Annotated[float | None, Field(ge=0, le=2)] = None,
+        temperature: Annotated[
+            float | None, Field(ge=0, le=2, description="sampling temperature, 0 to 2; omit for the model's default")
+        ] = None,
         max_wait_s: MaxWait = DEFAULT_MAX_WAIT_S,
     ) -> CompleteResult:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
@@ -63,13 +73,13 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
 def register_views(server: MCPServer, services: ToolServices) -> None:
     views = services.gateway.views
 
-    @server.tool()
+    @server.tool(title="List models and routes", annotations=READ_ONLY)
     async def list_models() -> ModelsResult:
         """Models and routes, with how many keys are ready and when the next one will be."""
         with services.tool_errors():
             return await views.list_models(services.caller())
 
-    @server.tool()
+    @server.tool(title="Key states", annotations=READ_ONLY)
     async def key_status(
         provider: Annotated[str | None, Field(description="only this provider's keys")] = None,
     ) -> KeyStatusResult:
@@ -77,7 +87,7 @@ def register_views(server: MCPServer, services: ToolServices) -> None:
         with services.tool_errors():
             return await views.key_status(provider, services.caller())
 
-    @server.tool()
+    @server.tool(title="Token usage", annotations=READ_ONLY)
     async def usage(
         days: Annotated[int, Field(ge=1, le=400, description="today and the days before")] = 30,
     ) -> UsageResult:
@@ -85,7 +95,7 @@ def register_views(server: MCPServer, services: ToolServices) -> None:
         with services.tool_errors():
             return await views.usage(services.caller() if services.multi_user else None, days)
 
-    @server.tool()
+    @server.tool(title="List conversations", annotations=READ_ONLY)
     async def list_conversations(
         limit: Annotated[int, Field(ge=1, le=500, description="newest first")] = 20,
     ) -> ConversationsResult:
@@ -93,15 +103,17 @@ def register_views(server: MCPServer, services: ToolServices) -> None:
         with services.tool_errors():
             return await views.list_conversations(services.caller(), limit)
 
-    @server.tool()
-    async def get_conversation(conversation_id: str) -> ConversationResult:
+    @server.tool(title="Read a conversation", annotations=READ_ONLY)
+    async def get_conversation(
+        conversation_id: Annotated[str, Field(description="from complete or list_conversations")],
+    ) -> ConversationResult:
         """A conversation's history, with the model, provider and key that wrote each answer."""
         with services.tool_errors():
             return await views.get_conversation(conversation_id, services.caller())
 
 
 def register_reset_key(server: MCPServer, services: ToolServices) -> None:
-    @server.tool()
+    @server.tool(title="Reset a key (operators)", annotations=RESETS)
     async def reset_key(key_id: Annotated[str, Field(description="from key_status")]) -> ResetResult:
         """Operators: make a key ready again now (after a top-up, or a fixed key)."""
         owner = services.caller()

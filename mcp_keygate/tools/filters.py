@@ -88,5 +88,49 @@ class HiddenForCaller:
         return result.model_copy(update={field: [item for item in items if _name(item) not in hidden]})
 
 
+class PromptArguments:
+    """`prompts/get` errors are invalid-params (-32602) naming the prompt or the argument and why —
+    not an internal error with a traceback in the log."""
+
+    def __init__(self, services: ToolServices) -> None:
+        self.presets = services.config.presets
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if ctx.method != "prompts/get" or not isinstance(ctx.params, Mapping):
+            return await call_next(ctx)
+        name = ctx.params.get("name")
+        arguments = ctx.params.get("arguments") or {}
+        preset = self.presets.get(name) if isinstance(name, str) else None
+        if preset is None:
+            shown = str(name)[:100]
+            raise MCPError(INVALID_PARAMS, f"Unknown prompt: {shown!r} (prompts/list shows the ones you can use)")
+        for parameter, spec in preset.parameters.items():
+            value = arguments.get(parameter) if isinstance(arguments, Mapping) else None
+            if value is None and spec.default is None:
+                raise MCPError(INVALID_PARAMS, f"{name}: argument {parameter!r} is required ({spec.type})")
+            if value is not None and spec.type != "str" and not _parses(str(value), spec.type):
+                expected = _PROMPT_TYPE_WORDS[spec.type]
+                raise MCPError(INVALID_PARAMS, f"{name}: argument {parameter!r}: expected {expected}, got {value!r}")
+        try:
+            return await call_next(ctx)
+        except MCPError:
+            raise
+        except Exception as exc:  # anything else the SDK's rendering meets, said as the client's mistake
+            raise MCPError(INVALID_PARAMS, f"{name}: {exc}") from None
+
+
+_PROMPT_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
+def _parses(text: str, type_name: str) -> bool:
+    if type_name == "bool":
+        return text.strip().lower() in ("true", "false", "1", "0")
+    try:
+        (int if type_name == "int" else float)(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _name(item: Any) -> str | None:
     return item.get("name") if isinstance(item, dict) else getattr(item, "name", None)

@@ -19,7 +19,7 @@ from ..complete_request import DEFAULT_MAX_WAIT_S, CompleteRequest
 from ..config import PresetConfig
 from ..schemas import CompleteResult
 from ..templates import render
-from .core import ConversationId, MaxWait
+from .core import CALLS_A_MODEL, ConversationId, MaxWait
 from .services import ToolServices
 
 # Annotated built at run time from a preset's declared type (a type checker cannot see that type).
@@ -30,7 +30,13 @@ _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 def register_presets(server: MCPServer, services: ToolServices) -> None:
     for name, preset in services.config.presets.items():
-        server.add_tool(preset_tool(name, preset, services), name=name, description=preset.description)
+        server.add_tool(
+            preset_tool(name, preset, services),
+            name=name,
+            title=f"{name} (preset)",
+            description=preset.description,
+            annotations=CALLS_A_MODEL,
+        )
         prompt = Prompt.from_function(preset_prompt(name, preset), name=name, description=preset.description)
         server.add_prompt(prompt)
 
@@ -39,7 +45,8 @@ def parameters_of(preset: PresetConfig) -> list[inspect.Parameter]:
     """The preset's parameters as keyword-only arguments with types, defaults and descriptions."""
     params = []
     for name, spec in preset.parameters.items():
-        described = _ANNOTATED[spec.python_type, Field(description=spec.description or _TYPE_WORDS[spec.type])]
+        words = _TYPE_WORDS[spec.type] + ("" if spec.default is None else f" (default {spec.default!r})")
+        described = _ANNOTATED[spec.python_type, Field(description=spec.description or words)]
         default = inspect.Parameter.empty if spec.default is None else spec.default
         params.append(inspect.Parameter(name, _KEYWORD, default=default, annotation=described))
     return params

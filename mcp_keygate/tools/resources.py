@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from ..auth import LOCAL_OWNER
+from ..conversations import InvalidConversationId, UnknownConversation
 from ..errors import KeygateError
 from .services import ToolServices
 
@@ -64,5 +65,7 @@ def resource_errors(services: ToolServices) -> Iterator[None]:
     """A KeygateError reading a resource becomes the resource error's message (scrubbed)."""
     try:
         yield
+    except (UnknownConversation, InvalidConversationId) as exc:
+        raise ResourceNotFoundError(services.scrubbed(exc)) from None
     except KeygateError as exc:
         raise ResourceError(services.scrubbed(exc)) from None
