@@ -66,9 +66,9 @@ def open_backend(
     """The pool and store `[state]` asks for (not opened); `store` replaces the configured one (tests)."""
     settings = pool_settings(config)
     if config.state.backend == "redis" and store is None:
+        redis = redis_client(config, env)  # first: it says what to install when the client is missing
         from .keys.redis_pool import RedisKeyPool
 
-        redis = redis_client(config, env)
         prefix = config.state.prefix
         pool = RedisKeyPool(redis, prefix, keys, settings, clock, lease_ttl_s(config))
         return Backend(pool, open_store("redis", redis=redis, prefix=prefix))

@@ -179,3 +179,22 @@ def test_serve_on_a_terminal_says_it_waits_for_an_mcp_client(config_with):
         proc.terminate()
         proc.wait(timeout=20)
         os.close(leader)
+
+
+def test_the_redis_backend_without_its_extra_is_one_line_naming_the_install(config_with):
+    """`pip install mcp-keygate` without [redis]: check and serve say what to install."""
+    config = config_with(backend="redis", url="redis://127.0.0.1:1/0")
+    without_redis = (
+        "import sys; sys.modules['redis'] = None; from mcp_keygate.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    for args in (["check", "--config", config], ["serve", "--config", config]):
+        result = subprocess.run(
+            [sys.executable, "-c", without_redis, *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+        )
+        assert result.returncode == 1, result.stderr
+        assert 'pip install "mcp-keygate[redis]"' in one_line(result)
