@@ -324,7 +324,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .install import InstallError, install, server_entry
+    from .install import InstallError, install, snippet
 
     for stream in (sys.stdout, sys.stderr):  # a path or name this terminal cannot encode is escaped, not a crash
         reconfigure = getattr(stream, "reconfigure", None)
@@ -332,9 +332,6 @@ def cmd_install(args: argparse.Namespace) -> int:
             with contextlib.suppress(ValueError):
                 reconfigure(errors="backslashreplace")
     config = Path(args.config) if args.config else None
-    if args.print:
-        print(json.dumps({"mcpServers": {args.name: server_entry(config)}}, indent=2))
-        return 0
 
     def confirm() -> bool:
         if not sys.stdin.isatty():
@@ -347,7 +344,13 @@ def cmd_install(args: argparse.Namespace) -> int:
             return False
 
     try:
-        return install(args.client, config, args.name, Path(args.path) if args.path else None, args.yes, confirm)
+        if args.print:  # the snippet on stdout, how it starts on stderr: stdout stays pure JSON
+            data, how, _ = snippet(args.client, config, args.name, args.scope, args.env_from_shell)
+            print(f"Command: {how.command} — {how.reason}.", file=sys.stderr)
+            print(json.dumps(data, indent=2, ensure_ascii=False))
+            return 0
+        path = Path(args.path) if args.path else None
+        return install(args.client, config, args.name, path, args.yes, confirm, args.scope, args.env_from_shell)
     except InstallError as exc:
         message = str(exc)
     except OSError as exc:  # a backstop: install() names its own failures, but never a traceback here
@@ -355,6 +358,27 @@ def cmd_install(args: argparse.Namespace) -> int:
     except RecursionError:
         message = "install failed: the client config is nested too deeply; fix it or pass --path"
     return _fail(" ".join(message.splitlines()))  # always one line
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from .install import InstallError, init_config
+
+    try:
+        written, names = init_config(Path(args.path) if args.path else None, args.force)
+    except InstallError as exc:
+        return _fail(" ".join(str(exc).splitlines()))
+    except OSError as exc:  # a backstop, as for install
+        return _fail(f"init failed: {exc.strerror or exc} ({exc.filename}); pass --path elsewhere")
+    quoted = shlex.quote(str(written))
+    print(f"Wrote {written} (a commented starter config; it holds no keys).")
+    if names:
+        print(f"It reads the keys from: {', '.join(names)}. Export them (or edit the providers), then:")
+    print(f"  mcp-keygate check --config {quoted}")
+    print(f"  mcp-keygate install claude-desktop --config {quoted}   # or claude-code, cursor")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -435,7 +459,22 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--path", help="the client's config file (default: where that client keeps it)")
     install.add_argument("--print", action="store_true", help="print the snippet only; write nothing")
     install.add_argument("--yes", action="store_true", help="write without asking (the diff is still shown)")
+    install.add_argument(
+        "--scope",
+        choices=["user", "project"],
+        help="claude-code only: user (default, ~/.claude.json, every project) or project (.mcp.json here)",
+    )
+    install.add_argument(
+        "--env-from-shell",
+        action="store_true",
+        help="write this shell's values of the config's variables into the entry's env (default: placeholders)",
+    )
     install.set_defaults(func=cmd_install)
+
+    init = sub.add_parser("init", help="write a commented starter config (keygate.toml)")
+    init.add_argument("--path", help="where to write it (default: keygate.toml in this directory)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(func=cmd_init)
 
     demo = sub.add_parser("demo", help="an offline demo: simulator + real server + real client")
     demo.set_defaults(func=cmd_demo)

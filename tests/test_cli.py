@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import stat
 import subprocess
 import sys
 import time
+import tomllib
 
 import anyio
 import httpx2
@@ -220,8 +223,10 @@ def test_install_prints_a_snippet_without_secrets(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     entry = json.loads(proc.stdout)["mcpServers"]["keygate"]
-    assert entry["args"] == ["-m", "mcp_keygate", "serve", "--config", str(config.resolve())]
-    assert "sk-never" not in proc.stdout and "env" not in entry
+    assert entry["args"][-3:] == ["serve", "--config", str(config.resolve())]
+    assert os.path.isabs(entry["command"])  # GUI clients do not search the shell's PATH
+    assert entry["env"] == {"OPENAI_API_KEY": "<set OPENAI_API_KEY>"}  # the name to fill in, never the value
+    assert "sk-never" not in proc.stdout + proc.stderr
 
 
 def test_install_merges_with_a_diff_and_a_backup(tmp_path):
@@ -244,3 +249,98 @@ def test_install_merges_with_a_diff_and_a_backup(tmp_path):
     broken.write_text("{not json", encoding="utf-8")
     bad = run_cli("install", "cursor", "--config", str(config), "--path", str(broken), "--yes")
     assert bad.returncode == 1 and "is not valid JSON" in bad.stderr and broken.read_text() == "{not json"
+
+
+# ---- init, and the shipped examples agreeing with each other ----
+
+
+def _env_refs(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(_env_refs(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_env_refs(v) for v in value)) if value else set()
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value)) if isinstance(value, str) else set()
+
+
+def run_init(tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGATE_", "OPENAI_"))}
+    base.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_keygate", *args],
+        capture_output=True,
+        text=True,
+        env=base,
+        cwd=tmp_path,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_one_line_failure(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("mcp-keygate: "), proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+def test_init_writes_the_starter_config_and_never_overwrites_without_force(tmp_path):
+    example = (REPO / "keygate.example.toml").read_bytes()
+    old_umask = os.umask(0o022)
+    try:
+        proc = run_init(tmp_path, "init")
+    finally:
+        os.umask(old_umask)
+    assert proc.returncode == 0, proc.stderr
+    written = tmp_path / "keygate.toml"
+    assert written.read_bytes() == example and stat.S_IMODE(written.stat().st_mode) == 0o644
+    assert str(written) in proc.stdout and "OPENAI_KEY_A" in proc.stdout and "mcp-keygate check --config" in proc.stdout
+
+    written.write_text("# mine\n", encoding="utf-8")
+    assert_one_line_failure(run_init(tmp_path, "init"), "keygate.toml already exists", "--force")
+    assert written.read_text(encoding="utf-8") == "# mine\n"
+    forced = run_init(tmp_path, "init", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert written.read_bytes() == example
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keygate.toml"]  # no temporary file left behind
+
+    nested = run_init(tmp_path, "init", "--path", "conf/deep/k.toml")
+    assert nested.returncode == 0 and (tmp_path / "conf" / "deep" / "k.toml").read_bytes() == example
+    into_dir = run_init(tmp_path, "init", "--path", "conf")
+    assert into_dir.returncode == 0 and (tmp_path / "conf" / "keygate.toml").read_bytes() == example
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    assert_one_line_failure(run_init(tmp_path, "init", "--path", "afile/k.toml"), "afile", "not a directory")
+
+
+def test_init_then_check_validates_once_the_variables_are_set(tmp_path):
+    assert run_init(tmp_path, "init", "--path", "k.toml").returncode == 0
+    keys = {
+        name: f"sk-test-{name.lower()}-0123456789"
+        for name in _env_refs(tomllib.loads((tmp_path / "k.toml").read_text()))
+    }
+    proc = run_init(tmp_path, "check", "--config", "k.toml", env={**keys, "KEYGATE_STATE": str(tmp_path / "s.db")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("OK: 3 provider(s)")
+
+
+def test_the_packaged_starter_config_is_the_example(tmp_path):
+    assert (REPO / "mcp_keygate" / "keygate.example.toml").read_bytes() == (REPO / "keygate.example.toml").read_bytes()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "keygate.example.toml" in pyproject["tool"]["setuptools"]["package-data"]["mcp_keygate"]
+    assert pyproject["project"]["license"] == "MIT" and pyproject["project"]["license-files"] == ["LICENSE"]
+    assert "MIT License" in (REPO / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_the_example_client_entry_agrees_with_the_example_config():
+    config = tomllib.loads((REPO / "keygate.example.toml").read_text(encoding="utf-8"))
+    client = json.loads((REPO / "claude_desktop_config.example.json").read_text(encoding="utf-8"))
+    entry = client["mcpServers"]["keygate"]
+    referenced = _env_refs(config)
+    assert referenced and set(entry["env"]) == referenced  # every variable the config reads, and no other
+    assert all(value == f"<set {name}>" for name, value in entry["env"].items())  # placeholders, as install writes
+    assert entry["command"].startswith("/") and entry["command"].endswith("/mcp-keygate")  # absolute: GUI apps
+    assert entry["args"][0] == "serve" and entry["args"][1] == "--config" and entry["args"][2].startswith("/")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Register it with your agent", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```json\n(.*?)```", section, re.S)
+    assert [json.loads(block) for block in blocks] == [client]  # the README shows the same entry
+    assert "absolute path" in section

@@ -33,23 +33,50 @@ def keygate_config(tmp_path: Path) -> Path:
     return config
 
 
-def run_install(
-    tmp_path: Path, target: Path | str, *extra: str, wrap: tuple[str, ...] = (), config: Path | None = None
+def run_keygate(
+    tmp_path: Path,
+    *args: str,
+    wrap: tuple[str, ...] = (),
+    python: Path | str = sys.executable,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    config = config or tmp_path / "keygate.toml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYGATE_", "OPENAI_"))}
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "mcp_keygate", "install", "cursor", "--path", str(target), "--yes"]
+    """The real CLI in a subprocess, HOME in the test's directory, none of this shell's keys or uv/Claude hints."""
+    hints = ("KEYGATE_", "OPENAI_", "UV_", "CLAUDE_CONFIG_DIR", "XDG_CACHE_HOME")
+    full = {k: v for k, v in os.environ.items() if not k.startswith(hints) and k != "UV"}
+    full.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run(
-        [*wrap, *command, "--config", str(config), *extra],
+        [*wrap, str(python), "-m", "mcp_keygate", *args],
         capture_output=True,
         text=True,
         errors="replace",
-        env=env,
-        cwd=tmp_path,
+        env=full,
+        cwd=cwd or tmp_path,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_install(
+    tmp_path: Path,
+    target: Path | str,
+    *extra: str,
+    wrap: tuple[str, ...] = (),
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    config = config or tmp_path / "keygate.toml"
+    args = ["install", "cursor", "--path", str(target), "--yes", "--config", str(config), *extra]
+    return run_keygate(tmp_path, *args, wrap=wrap, env=env)
+
+
+def installed_command() -> str:
+    """What install writes when run by this test's Python: its installation's script, else this Python."""
+    script = Path(sys.executable).absolute().parent / "mcp-keygate"
+    if script.is_file():
+        return str(script)
+    on_path = shutil.which("mcp-keygate")
+    return str(Path(on_path).absolute()) if on_path else sys.executable
 
 
 def snapshot(directory: Path) -> dict[str, bytes | str]:
@@ -142,7 +169,7 @@ def test_install_never_prints_another_servers_env_secret(tmp_path):
     assert written["mcpServers"]["remote"] == original["mcpServers"]["remote"]
     assert written["zzz"] == original["zzz"] and written["theme"] == "dark"
     assert written["mcpServers"]["keygate"]["env"] == {"OPENAI_API_KEY": OUR_OLD_SECRET}
-    assert written["mcpServers"]["keygate"]["command"] == sys.executable
+    assert written["mcpServers"]["keygate"]["command"] == installed_command()
     assert OTHER_SECRET in target.read_text(encoding="utf-8")
 
 
@@ -229,7 +256,7 @@ def test_install_on_an_entry_nested_just_parseably_deep_is_handled(tmp_path):
     if proc.returncode != 0:  # refusing is fine; crashing or half-writing is not
         assert_refused(proc, before, tmp_path)
     else:
-        assert json.loads(target.read_text(encoding="utf-8"))["mcpServers"]["keygate"]["command"] == sys.executable
+        assert json.loads(target.read_text(encoding="utf-8"))["mcpServers"]["keygate"]["command"] == installed_command()
 
 
 def test_install_on_an_unreadable_file_is_one_line_and_touches_nothing(tmp_path):
@@ -422,3 +449,228 @@ def test_a_failed_rename_leaves_no_temporary_file_and_no_backup(tmp_path, monkey
     with pytest.raises(install_module.InstallError, match="No space left on device"):
         install_module.install("cursor", None, "keygate", target, True, lambda: True)
     assert snapshot(tmp_path) == before
+
+
+# ---- "The first hour": a command that lasts, an env block to fill in, Claude Code's user scope ----
+
+
+def make_env(directory: Path, script: bool) -> Path:
+    """A real (empty) virtual environment at `directory`, optionally with an `mcp-keygate` script; its Python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True, timeout=120)
+    python = directory / "bin" / "python"
+    if script:
+        stub = directory / "bin" / "mcp-keygate"
+        stub.write_text(f"#!{python}\nfrom mcp_keygate.cli import main\nraise SystemExit(main())\n", encoding="utf-8")
+        stub.chmod(0o755)
+    return python
+
+
+def test_install_writes_the_installations_script_by_absolute_path(tmp_path):
+    python = make_env(tmp_path / "tools" / "kg", script=True)
+    target = tmp_path / "mcp.json"
+    config = tmp_path / "keygate.toml"
+    proc = run_keygate(
+        tmp_path, "install", "cursor", "--path", str(target), "--yes", "--config", str(config), python=python
+    )
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(target.read_text(encoding="utf-8"))["mcpServers"]["keygate"]
+    script = tmp_path / "tools" / "kg" / "bin" / "mcp-keygate"
+    assert entry["command"] == str(script)  # absolute, and not the Python (a venv's python is a link to another)
+    assert entry["args"] == ["serve", "--config", str(config.resolve())]
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("Command: ")]
+    assert str(script) in line and "this installation's script" in line and "absolute path" in line
+
+
+def test_install_without_a_script_falls_back_to_this_python(tmp_path):
+    python = make_env(tmp_path / "bare", script=False)
+    target = tmp_path / "mcp.json"
+    proc = run_keygate(
+        tmp_path, "install", "cursor", "--path", str(target), "--yes", python=python, env={"PATH": os.defpath}
+    )
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(target.read_text(encoding="utf-8"))["mcpServers"]["keygate"]
+    assert entry["command"] == str(python) and entry["args"] == ["-m", "mcp_keygate", "serve"]
+    assert "no mcp-keygate script" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("where", "uv_hint"),
+    [
+        (".cache/uv/archive-v0/Kk1vAEla1yVuTEmW", False),  # uvx mcp-keygate: uv's cache under HOME
+        ("scratch/.tmpRpdMmC/archive-v0/pBn5jqbnsHmIWKO", False),  # uvx --no-cache: a temporary cache
+        ("elsewhere/archive-v0/AbC123", True),  # UV_CACHE_DIR somewhere odd: uv says it ran us ($UV)
+    ],
+)
+def test_install_from_uvx_writes_uvx_not_the_throwaway_environment(tmp_path, where, uv_hint):
+    python = make_env(tmp_path / where, script=True)  # uvx's environment has the script too: it must not be used
+    target = tmp_path / "claude_desktop_config.json"
+    config = tmp_path / "keygate.toml"
+    env = {"PATH": os.defpath}
+    if uv_hint:
+        uv_dir = tmp_path / "uvbin"
+        uv_dir.mkdir()
+        for name in ("uv", "uvx"):
+            (uv_dir / name).write_text("#!/bin/sh\n", encoding="utf-8")
+            (uv_dir / name).chmod(0o755)
+        env["UV"] = str(uv_dir / "uv")
+    args = ["install", "claude-desktop", "--path", str(target), "--yes", "--config", str(config)]
+    proc = run_keygate(tmp_path, *args, python=python, env=env)
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(target.read_text(encoding="utf-8"))["mcpServers"]["keygate"]
+    # uvx beside the uv that ran us, by absolute path; else the bare name (and the line says it was not found)
+    assert entry["command"] == (str(tmp_path / "uvbin" / "uvx") if uv_hint else "uvx")
+    assert entry["args"] == ["mcp-keygate", "serve", "--config", str(config.resolve())]
+    assert str(tmp_path / where) not in target.read_text(encoding="utf-8")
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("Command: ")]
+    assert "uv" in line and "clears" in line and "uvx" in line
+
+
+def test_install_lists_every_referenced_variable_as_a_placeholder_and_keeps_the_users_values(tmp_path):
+    config = tmp_path / "keygate.toml"
+    config.write_text(
+        "# a comment naming ${NOT_REFERENCED} does not count\n"
+        "[providers.a]\n"
+        'type = "openai"\n'
+        'base_url = "${MY_BASE_URL}"\n'
+        'keys = ["${OPENAI_KEY_A}", "${OPENAI_KEY_B}", "${OPENAI_KEY_A}"]\n'
+        "[server]\n"
+        'auth_tokens = { alice = "${KEYGATE_TOKEN_ALICE}" }\n',
+        encoding="utf-8",
+    )
+    target = tmp_path / "mcp.json"
+    users = {"OPENAI_KEY_B": "users-own-value-b", "EXTRA": "kept too"}
+    target.write_text(json.dumps({"mcpServers": {"keygate": {"command": "old", "env": users}}}), encoding="utf-8")
+    shell = {"OPENAI_KEY_A": "sk-from-the-shell-0123456789", "OPENAI_KEY_B": "sk-shell-b-0123456789"}
+
+    proc = run_install(tmp_path, target, env=shell)  # no --env-from-shell: placeholders, never the shell's values
+    assert proc.returncode == 0, proc.stderr
+    env = json.loads(target.read_text(encoding="utf-8"))["mcpServers"]["keygate"]["env"]
+    assert env == {
+        "OPENAI_KEY_B": "users-own-value-b",
+        "EXTRA": "kept too",
+        "MY_BASE_URL": "<set MY_BASE_URL>",
+        "OPENAI_KEY_A": "<set OPENAI_KEY_A>",
+        "KEYGATE_TOKEN_ALICE": "<set KEYGATE_TOKEN_ALICE>",
+    }
+    assert "sk-from-the-shell" not in target.read_text(encoding="utf-8")
+    assert '"OPENAI_KEY_A": "<set OPENAI_KEY_A>"' in proc.stdout  # a placeholder is shown; the user's value is not
+    assert "users-own-value-b" not in proc.stdout + proc.stderr
+    (todo,) = [line for line in proc.stdout.splitlines() if line.startswith("Still to fill in: ")]
+    assert "MY_BASE_URL, OPENAI_KEY_A, KEYGATE_TOKEN_ALICE" in todo and "OPENAI_KEY_B" not in todo
+    assert "--env-from-shell" in todo
+
+    proc = run_install(tmp_path, target, "--env-from-shell", env=shell)
+    assert proc.returncode == 0, proc.stderr
+    env = json.loads(target.read_text(encoding="utf-8"))["mcpServers"]["keygate"]["env"]
+    assert env["OPENAI_KEY_A"] == "sk-from-the-shell-0123456789"  # a placeholder gives way to the shell's value
+    assert env["OPENAI_KEY_B"] == "users-own-value-b"  # what the user wrote stays
+    assert env["MY_BASE_URL"] == "<set MY_BASE_URL>"  # not set in the shell: still a placeholder
+    assert "sk-from-the-shell" not in proc.stdout + proc.stderr and "…(redacted)" in proc.stdout
+    (todo,) = [line for line in proc.stdout.splitlines() if line.startswith("Still to fill in: ")]
+    assert "MY_BASE_URL, KEYGATE_TOKEN_ALICE" in todo and "OPENAI_KEY_A" not in todo
+
+
+def test_install_print_is_json_with_placeholders_and_says_how_it_starts_on_stderr(tmp_path):
+    config = tmp_path / "keygate.toml"
+    proc = run_keygate(
+        tmp_path,
+        "install",
+        "claude-desktop",
+        "--config",
+        str(config),
+        "--print",
+        env={"OPENAI_API_KEY": "sk-never-0123456789"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(proc.stdout)["mcpServers"]["keygate"]
+    assert entry["env"] == {"OPENAI_API_KEY": "<set OPENAI_API_KEY>"} and entry["command"] == installed_command()
+    assert proc.stderr.startswith("Command: ") and "sk-never" not in proc.stdout + proc.stderr
+    refused = run_keygate(tmp_path, "install", "cursor", "--config", str(config), "--print", "--env-from-shell")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("mcp-keygate: --env-from-shell with --print")
+
+
+def test_claude_code_defaults_to_the_user_scope_in_claude_json(tmp_path):
+    project = tmp_path / "work" / "repo"
+    project.mkdir(parents=True)
+    config = tmp_path / "keygate.toml"
+    home_file = tmp_path / ".claude.json"
+    state = {
+        "numStartups": 7,
+        "theme": "Café",
+        "projects": {str(project.resolve()): {"mcpServers": {"keygate": {"command": "old"}}, "allowedTools": []}},
+        "mcpServers": {"github": {"type": "stdio", "command": "npx", "env": {"TOKEN": OTHER_SECRET}}},
+    }
+    home_file.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
+    proc = run_keygate(tmp_path, "install", "claude-code", "--config", str(config), "--yes", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads(home_file.read_text(encoding="utf-8"))
+    entry = written["mcpServers"]["keygate"]  # top level: every project (what `claude mcp add -s user` writes)
+    assert entry["type"] == "stdio" and entry["command"] == installed_command()
+    assert entry["args"] == ["serve", "--config", str(config.resolve())]
+    assert entry["env"] == {"OPENAI_API_KEY": "<set OPENAI_API_KEY>"}
+    assert written["projects"] == state["projects"] and written["numStartups"] == 7 and written["theme"] == "Café"
+    assert written["mcpServers"]["github"] == state["mcpServers"]["github"]
+    assert not (project / ".mcp.json").exists()
+    assert OTHER_SECRET not in proc.stdout + proc.stderr
+    assert "local-scope keygate" in proc.stdout  # the local entry for this directory wins there: say so
+
+    proc = run_keygate(
+        tmp_path, "install", "claude-code", "--scope", "project", "--config", str(config), "--yes", cwd=project
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "keygate" in json.loads((project / ".mcp.json").read_text(encoding="utf-8"))["mcpServers"]
+
+
+def test_claude_code_user_scope_follows_claude_config_dir(tmp_path):
+    config_dir = tmp_path / "alt-claude"
+    proc = run_keygate(tmp_path, "install", "claude-code", "--yes", env={"CLAUDE_CONFIG_DIR": str(config_dir)})
+    assert proc.returncode == 0, proc.stderr
+    assert "keygate" in json.loads((config_dir / ".claude.json").read_text(encoding="utf-8"))["mcpServers"]
+    assert not (tmp_path / ".claude.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["claude-code", "--scope", "project", "--env-from-shell"], ["--env-from-shell", ".mcp.json", "repository"]),
+        (["cursor", "--scope", "user"], ["--scope is for claude-code only"]),
+        (["cursor", "--config", "missing.toml"], ["missing.toml", "file not found", "mcp-keygate init"]),
+        (["cursor", "--config", "bad.toml"], ["bad.toml", "not valid TOML"]),
+    ],
+)
+def test_install_refusals_are_one_line_and_touch_nothing(tmp_path, args, words):
+    (tmp_path / "bad.toml").write_text("[providers\n", encoding="utf-8")
+    before = snapshot(tmp_path)
+    assert_refused(run_keygate(tmp_path, "install", *args, "--yes"), before, tmp_path, *words)
+
+
+def test_install_keeps_non_ascii_text_and_a_four_space_indent_and_shows_only_its_entry(tmp_path):
+    target = tmp_path / "mcp.json"
+    original = {
+        "theme": "Café",
+        "mcpServers": {"other": {"command": "/opt/naïve/bin/srv", "args": ["--lang", "français", "日本語"]}},
+        "recent": ["Crème brûlée", "Ελληνικά"],
+    }
+    target.write_text(json.dumps(original, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+    proc = run_install(tmp_path, target)
+    assert proc.returncode == 0, proc.stderr
+    text = target.read_text(encoding="utf-8")
+    expected = json.loads(text)
+    assert list(expected["mcpServers"]) == ["other", "keygate"]
+    expected_text = json.dumps(expected, indent=4, ensure_ascii=False) + "\n"
+    assert text == expected_text and "Café" in text and "\\u" not in text  # the same layout, text as written
+    assert {k: v for k, v in expected.items() if k != "mcpServers"} == {
+        k: v for k, v in original.items() if k != "mcpServers"
+    }
+    diff = [line for line in proc.stdout.splitlines() if line[:1] in "+-" and not line.startswith(("---", "+++"))]
+    assert diff and all(line.startswith("+") for line in diff)
+    assert not any("Café" in line or "other" in line or "français" in line for line in proc.stdout.splitlines())
+
+
+def test_install_over_an_env_that_is_not_an_object_is_one_line_and_touches_nothing(tmp_path):
+    target = tmp_path / "mcp.json"
+    target.write_text(json.dumps({"mcpServers": {"keygate": {"command": "x", "env": "OPENAI_API_KEY=sk-x"}}}))
+    before = snapshot(tmp_path)
+    line = assert_refused(run_install(tmp_path, target), before, tmp_path, "mcpServers.keygate.env is not an object")
+    assert "sk-x" not in line
