@@ -331,12 +331,9 @@ class Config(_Strict):
             budgets: dict[str, Budget] = {}
             for i, entry in enumerate(provider.keys):
                 ref = entry if isinstance(entry, str) else entry.key
-                missing = [v for v in _ENV_REF.findall(ref) if not env.get(v)]
+                missing = [v for v in _ENV_REF.findall(ref) if not _is_set(env, v)]
                 if missing:
-                    problems.append(
-                        f"providers.{pname}.keys[{i}]: environment variable {missing[0]} is not set "
-                        f"(export it, or remove the reference)"
-                    )
+                    problems.append(f"providers.{pname}.keys[{i}]: {_not_set(env, missing[0])}")
                     continue
                 value = _ENV_REF.sub(lambda m: env[m.group(1)], ref)
                 found = [s.strip() for s in value.split(",") if s.strip()]
@@ -358,9 +355,9 @@ class Config(_Strict):
         problems: list[str] = []
         tokens: dict[str, str] = {}
         for name, ref in self.server.auth_tokens.items():
-            missing = [v for v in _ENV_REF.findall(ref) if not env.get(v)]
+            missing = [v for v in _ENV_REF.findall(ref) if not _is_set(env, v)]
             if missing:
-                problems.append(f"server.auth_tokens.{name}: environment variable {missing[0]} is not set")
+                problems.append(f"server.auth_tokens.{name}: {_not_set(env, missing[0])}")
                 continue
             tokens[name] = _ENV_REF.sub(lambda m: env[m.group(1)], ref)
         if env.get("KEYGATE_AUTH_TOKEN"):
@@ -493,11 +490,29 @@ def expand_env_refs(data: object, env: Mapping[str, str], path: tuple[str, ...] 
         return [v for v, _ in items], [p for _, found in items for p in found]
     if not isinstance(data, str) or "${" not in data or _later(path):
         return data, []
-    missing = [name for name in _ENV_REF.findall(data) if not env.get(name)]
+    missing = [name for name in _ENV_REF.findall(data) if not _is_set(env, name)]
     if missing:
         where = ".".join(path).replace(".[", "[")
-        return data, [f"{where}: environment variable {missing[0]} is not set (export it, or write the value)"]
+        return data, [f"{where}: {_not_set(env, missing[0], 'or write the value')}"]
     return _ENV_REF.sub(lambda m: env[m.group(1)], data), []
+
+
+# What `mcp-keygate install` writes into a client's env block until the user fills it in.
+_PLACEHOLDER = re.compile(r"^<set [A-Za-z_][A-Za-z0-9_]*>$")
+
+
+def _is_set(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name)
+    return bool(value) and not _PLACEHOLDER.match(value or "")
+
+
+def _not_set(env: Mapping[str, str], name: str, otherwise: str = "or remove the reference") -> str:
+    if _PLACEHOLDER.match(env.get(name) or ""):
+        return (
+            f"environment variable {name} still holds the placeholder {env[name]!r} that install wrote: "
+            "put the real value in the client's env block"
+        )
+    return f"environment variable {name} is not set (export it, {otherwise})"
 
 
 def _later(path: tuple[str, ...]) -> bool:

@@ -174,3 +174,12 @@ def test_env_references_expand_in_every_string_field_and_urls_are_checked():
         parse_config(data, env={**env, "OPENAI_BASE": "127.0.0.1:9/v1", "REDIS_URL": "localhost:6379"})
     assert "providers.p.base_url: must start with http:// or https:// (got '127.0.0.1:9/v1')" in str(scheme.value)
     assert "state.url: must start with redis://" in str(scheme.value)
+
+
+def test_a_placeholder_left_by_install_is_not_a_key():
+    from mcp_keygate.config import ConfigError, parse_config
+
+    config = parse_config({"providers": {"p": {"keys": ["${OPENAI_KEY_A}"]}}, "models": {"m": {"provider": "p"}}})
+    with pytest.raises(ConfigError) as info:
+        config.resolve_keys({"OPENAI_KEY_A": "<set OPENAI_KEY_A>"})
+    assert "still holds the placeholder '<set OPENAI_KEY_A>' that install wrote" in str(info.value)
