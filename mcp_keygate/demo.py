@@ -281,8 +281,8 @@ def _summary(console: Console, summary: dict[str, Any]) -> None:
     console.print("Keys now: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())) + ".")
     console.print(
         "\nNext: register it with your agent —\n"
-        "  mcp-keygate install claude-desktop --config keygate.toml  (or claude-code, cursor; --print only shows it)\n"
-        "  see keygate.example.toml for the config and claude_desktop_config.example.json for the entry."
+        "  mcp-keygate init  (writes keygate.toml, a commented starter config to fill in)\n"
+        "  mcp-keygate install claude-desktop --config keygate.toml  (or claude-code, cursor; --print only shows it)"
     )
 
 
