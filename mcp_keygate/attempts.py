@@ -12,6 +12,7 @@ import anyio
 import httpx2
 
 from .config import Config
+from .heartbeat import heartbeat
 from .keys.base import KeyPool, Lease
 from .messages import Completion, Message
 from .outcomes import Verdict
@@ -55,19 +56,24 @@ class AttemptRunner:
                 reported = received
                 await notify(f"{name}: about {received // 4} tokens received")
 
+        def waiting(seconds: float) -> str:
+            got = f"{received // 4} tokens so far" if received else "no answer yet"
+            return f"{name}: still waiting on {lease.key.key_id} after {seconds:.0f} s ({got})"
+
         released = False
         try:
-            attempt = await send_attempt(
-                provider,
-                self._client(),
-                lease.key,
-                lease.model,
-                messages,
-                params,
-                on_text,
-                deadline_s=self.config.providers[lease.key.provider].timeout_s,
-                max_bytes=self.config.limits.max_response_bytes,
-            )
+            async with heartbeat(notify, waiting):
+                attempt = await send_attempt(
+                    provider,
+                    self._client(),
+                    lease.key,
+                    lease.model,
+                    messages,
+                    params,
+                    on_text,
+                    deadline_s=self.config.providers[lease.key.provider].timeout_s,
+                    max_bytes=self.config.limits.max_response_bytes,
+                )
             used = None
             if attempt.completion is not None:
                 used = attempt.completion.usage.input_tokens + attempt.completion.usage.output_tokens or None

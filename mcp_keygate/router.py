@@ -22,6 +22,7 @@ from .backoff import Backoffs
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
 from .errors import CallError
+from .heartbeat import heartbeat, interval
 from .keys.base import KeyPool, Lease
 from .keys.rules import Fit
 from .messages import Completion, Message
@@ -111,6 +112,7 @@ class Router:
         # the caller would not wait for a cooldown.
         busy_deadline = max(deadline, self._clock() + BUSY_WAIT_S)
         poll = BUSY_POLL_S
+        busy_since, told_busy = 0.0, 0.0  # when the wait for a busy key began, and when it was last said
         while True:
             first = len(attempts)
             wait_on_busy = self._clock() < busy_deadline
@@ -120,9 +122,14 @@ class Router:
             if result is Fit.BUSY:
                 # A key is only busy (a probe or a headroom-limited request in flight): wait for it
                 # rather than falling back while the preferred model is fine.
+                busy_since = busy_since or self._clock()
+                if self._clock() - busy_since >= told_busy + interval():
+                    told_busy = self._clock() - busy_since
+                    await notify(f"waiting for a key of {', '.join(chain)} busy with a request ({told_busy:.0f} s)")
                 await anyio.sleep(poll)
                 poll = min(poll * 2, MAX_BUSY_POLL_S)
                 continue
+            busy_since, told_busy = 0.0, 0.0
             poll = BUSY_POLL_S
             outcomes = {a.outcome for a in attempts[first:]}
             if Outcome.CONTEXT_TOO_LONG.value in outcomes:
@@ -135,7 +142,18 @@ class Router:
                 down = {p: u.reason for p, u in self.backoffs.down().items()}
                 message = await failure_message(self.config, self.pool, chain, attempts, wait, unreachable=down)
                 raise RouteFailed(message, attempts, wait)
-            await notify(f"every key of {', '.join(chain)} is cooling; waiting {wait:.1f} s for the first")
+            await self._wait_for_cooling(chain, wait, notify)
+
+    async def _wait_for_cooling(self, chain: list[str], wait: float, notify: Notify) -> None:
+        """Sleep until the earliest key is ready, saying so every few seconds (clients time out on silence)."""
+        names = ", ".join(chain)
+        await notify(f"every key of {names} is cooling; waiting {wait:.1f} s for the first")
+        until = self._clock() + wait
+
+        def left(_: float) -> str:
+            return f"still waiting for a cooling key of {names}: {max(0.0, until - self._clock()):.0f} s left"
+
+        async with heartbeat(notify, left):
             await anyio.sleep(max(wait, 0.01))
 
     async def _try_chain(

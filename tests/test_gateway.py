@@ -253,3 +253,34 @@ async def test_budgets_keep_a_silent_provider_free_of_429s_under_concurrency(sim
     assert len(refused) == 18 and all(
         "3 cooling on their client-side budget of 3 keys" in message for message in refused
     )
+
+
+async def test_a_call_that_waits_says_so_every_few_seconds(sim, make_config, monkeypatch):
+    """Clients give up on silence (60 s by default, reset by progress): a call waiting for a cooling
+    key, or for a slow first byte, keeps telling them what it waits for."""
+    from mcp_keygate import heartbeat
+
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 1.0)
+    httpx2.post(
+        f"{sim.url}/_sim/reset",
+        json={
+            "keys": {
+                "sim-ok-beat-cool1": {"behavior": "ratelimit", "retry_after_s": 3.5, "recover_after_s": 3.5},
+                "sim-ok-beat-slow1": {"latency_ms": 3500},
+            }
+        },
+    ).raise_for_status()
+    said: list[str] = []
+
+    async def notify(message: str) -> None:
+        said.append(message)
+
+    for key, waiting in (
+        ("sim-ok-beat-cool1", "still waiting for a cooling key"),
+        ("sim-ok-beat-slow1", "no answer yet"),
+    ):
+        said.clear()
+        async with Keygate(make_config(two_provider_config(sim, [key], []))) as gate:
+            result = await gate.complete(CompleteRequest(prompt="hi", max_wait_s=10), notify=notify)
+        assert result.text, key
+        assert sum(waiting in message for message in said) >= 2, (key, said)
