@@ -3,7 +3,7 @@
 A team gives each client its own token so one can be revoked alone; logs and conversations
 know a caller by the token's name, never by the token. Tokens are compared in constant time.
 
-Identity has exactly one source: what `BearerAuthMiddleware` (in `http_guards`) established for
+Identity has exactly one source: what `BearerAuth` (in `http_guards`) established for
 the request, carried to the tool as the MCP SDK's authenticated user. Headers a tool could read
 are client input, never an identity.
 """

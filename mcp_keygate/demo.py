@@ -24,7 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .status import duration
+from .status import STATE_STYLES, duration
 
 OPENAI_KEYS = ["sim-ratelimit-8s-demo0000a1", "sim-quota-demo0000b2", "sim-ok-demo0000c3"]
 ANTHROPIC_KEYS = ["sim-invalid-demo0000d4", "sim-overloaded-demo0000e5", "sim-ok-demo0000f6"]
@@ -51,7 +51,6 @@ PROMPTS = [
     "Which providers have answered me?",
     "Last one: are we back where we started?",
 ]
-STATE_STYLE = {"ready": "green", "cooling": "yellow", "exhausted": "magenta", "disabled": "red"}
 OUTCOME_STYLE = {"ok": "green", "rate_limited": "yellow", "quota_exhausted": "magenta", "auth_failed": "red"}
 
 
@@ -119,7 +118,7 @@ class Board:
             table.add_row(
                 k["key_id"],
                 k["mask"],
-                Text(state, style=STATE_STYLE.get(state, "")),
+                Text(state, style=STATE_STYLES.get(state, "")),
                 k["model"] or "all models",
                 ready,
                 (k["reason"] or "")[:50],

@@ -25,7 +25,7 @@ from .auth import LOCAL_OWNER, TokenRegistry, is_loopback
 from .config import ServerConfig
 from .errors import StoreError
 from .gateway import Keygate
-from .http_guards import BearerAuth, BodyDeadline, HostGuard, caller_of
+from .http_guards import CHALLENGE, UNAUTHORIZED, BearerAuth, BodyDeadline, HostGuard, caller_of
 from .http_server import MCP_PATH, MESSAGES_PATH, SSE_PATH, DrainMiddleware
 from .metrics import CONTENT_TYPE, Metrics
 from .sessions import SessionLimiter
@@ -36,8 +36,6 @@ log = logging.getLogger("mcp_keygate.http")
 Transport = Literal["sse", "streamable-http", "http"]
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-_CHALLENGE = {"www-authenticate": 'Bearer realm="mcp-keygate"'}
-_UNAUTHORIZED = {"error": "unauthorized", "message": "a valid bearer token is required (Authorization: Bearer ...)"}
 
 
 class UnsafeBind(Exception):
@@ -130,8 +128,8 @@ class OperatorRoutes:
         caller = caller_of(request.scope)
         if self.tokens.enabled and caller is None:
             if fragment_only:
-                return JSONResponse(_UNAUTHORIZED, 401, headers=_CHALLENGE)
-            return HTMLResponse(render_page(None), 401, headers={**SECURITY_HEADERS, **_CHALLENGE})
+                return JSONResponse({"error": "unauthorized", "message": UNAUTHORIZED}, 401, headers=CHALLENGE)
+            return HTMLResponse(render_page(None), 401, headers={**SECURITY_HEADERS, **CHALLENGE})
         owner = caller or LOCAL_OWNER
         try:
             result = await self.gateway.views.key_status(caller=owner)

@@ -22,6 +22,8 @@ from .auth import TokenRegistry, authenticated_user
 
 Scope = dict[str, Any]
 OPEN_PATHS = ("/healthz",)  # load balancers probe it without a token, from any Host
+UNAUTHORIZED = "a valid bearer token is required (Authorization: Bearer ...)"
+CHALLENGE = {"www-authenticate": 'Bearer realm="mcp-keygate"'}
 
 
 async def send_json(send: Any, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -142,8 +144,7 @@ class BearerAuth:
             if scope["path"] in self.optional:
                 await self.app(scope, receive, send)
                 return
-            message = "a valid bearer token is required (Authorization: Bearer ...)"
-            await send_json(send, 401, "unauthorized", message, {"www-authenticate": 'Bearer realm="mcp-keygate"'})
+            await send_json(send, 401, "unauthorized", UNAUTHORIZED, CHALLENGE)
             return
         user = authenticated_user(name)
         scope["user"] = user

@@ -40,7 +40,8 @@ class _Session:
 
 @dataclass
 class _Stream:
-    opened: float
+    """An open SSE stream (a token's list of them is oldest first)."""
+
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
@@ -173,7 +174,7 @@ class SessionLimiter:
             oldest = mine.pop(0)
             oldest.scope.cancel()
             log.info("closed the oldest SSE stream of %s (session cap %d)", owner, self.per_token)
-        stream = _Stream(time.monotonic())
+        stream = _Stream()
         mine.append(stream)
         started = finished = False
 
