@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 import anyio
 import httpx2
@@ -21,7 +21,15 @@ from .route_report import AttemptRecord
 
 log = logging.getLogger("mcp_keygate.router")
 
-Notify = Callable[[str], Awaitable[None]]
+NoticeLevel = Literal["debug", "info", "notice", "warning"]
+
+
+class Notify(Protocol):
+    """Tells the caller what its call is doing: progress always, a client log message at `level`
+    when the client asked for that level (MCP `logging/setLevel`)."""
+
+    async def __call__(self, message: str, level: NoticeLevel = "info") -> None: ...
+
 
 # A streamed answer reports progress about every this many characters (~100 tokens).
 PROGRESS_EVERY_CHARS = 400
@@ -54,7 +62,7 @@ class AttemptRunner:
             received += len(text)
             if received - reported >= PROGRESS_EVERY_CHARS:
                 reported = received
-                await notify(f"{name}: about {received // 4} tokens received")
+                await notify(f"{name}: about {received // 4} tokens received", "debug")
 
         def waiting(seconds: float) -> str:
             got = f"{received // 4} tokens so far" if received else "no answer yet"

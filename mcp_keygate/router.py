@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 import httpx2
 
-from .attempts import AttemptRunner, Notify
+from .attempts import AttemptRunner, NoticeLevel, Notify
 from .backoff import Backoffs
 from .config import Config
 from .context import TokenEstimator, fit_history, reserve_for_answer
@@ -187,7 +187,8 @@ class Router:
                 budget = window - reserve_for_answer(window, model_params.max_tokens)
                 sent, trimmed = fit_history(messages, budget, self.estimator, upstream)
                 if trimmed:
-                    await notify(f"{name}: dropped the {trimmed} oldest turn(s) to fit its {window}-token window")
+                    dropped = f"{name}: dropped the {trimmed} oldest turn(s) to fit its {window}-token window"
+                    await notify(dropped, "notice")
             result = await self._try_model(name, sent, model_params, attempts, notify, wait_on_busy)
             if isinstance(result, Routed):
                 result.trimmed_turns = trimmed
@@ -199,7 +200,7 @@ class Router:
             if position + 1 < len(chain):
                 for observer in self.observers:
                     observer.on_fallback(name, chain[position + 1])
-                await notify(f"no usable key for {name}; falling back to {chain[position + 1]}")
+                await notify(f"no usable key for {name}; falling back to {chain[position + 1]}", "warning")
         return None
 
     async def _try_model(
@@ -230,19 +231,20 @@ class Router:
             attempts.append(self.attempts.recorded(name, lease, verdict))
             if verdict.outcome is Outcome.UNREACHABLE:
                 held = self.backoffs.mark_unreachable(model.provider, verdict.reason, self._clock())
-                await notify(f"{model.provider} cannot be reached ({verdict.reason}); held back {held:g} s")
+                await notify(f"{model.provider} cannot be reached ({verdict.reason}); held back {held:g} s", "warning")
                 return Pass.NO_KEY
             self.backoffs.mark_reachable(model.provider)
             if verdict.outcome is Outcome.OK and completion is not None:
                 self.estimator.calibrate(upstream, sent, completion.usage.input_tokens)
                 return Routed(completion, name, model.provider, lease.key.key_id, attempts)
             if verdict.outcome.blames_key:
-                await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key")
+                await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key", "warning")
                 continue
             if verdict.outcome.is_transient_upstream:
                 transient_failures += 1
                 if transient_failures < 2:
-                    await notify(f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key")
+                    retry = f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key"
+                    await notify(retry, "warning")
                     continue
                 if verdict.outcome is Outcome.OVERLOADED:
                     # The provider said so twice: spare it for a moment, for every call. A plain 5xx
@@ -290,5 +292,5 @@ def _describe(verdict: Verdict) -> str:
     return text
 
 
-async def _silent(_: str) -> None:
+async def _silent(message: str, level: NoticeLevel = "info") -> None:
     return None

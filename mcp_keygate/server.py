@@ -12,10 +12,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mcp.server.mcpserver import MCPServer
+from mcp_types import SetLevelRequestParams
 
 from . import __version__
 from .auth import TokenRegistry
 from .gateway import Keygate
+from .tools.client_logging import explain_bad_level
 from .tools.core import register_core_tools
 from .tools.filters import HiddenForCaller, PromptArguments, UnknownArguments
 from .tools.presets import register_presets
@@ -46,7 +48,7 @@ def build_server(
     the app's lifespan does (`owns_gateway=False`), since the SDK enters this one per SSE session."""
     services = ToolServices(gateway, tokens, metrics)
     unknown_arguments = UnknownArguments()
-    middleware: list[Any] = [unknown_arguments]
+    middleware: list[Any] = [unknown_arguments, explain_bad_level]
     if HiddenForCaller.needed(services):
         middleware.append(HiddenForCaller(services))
     middleware.append(PromptArguments(services))
@@ -62,6 +64,11 @@ def build_server(
     register_core_tools(server, services)
     register_presets(server, services)
     register_resources(server, services)
+    # The SDK's documented way to serve a method the 2026 wire dropped for the clients that still
+    # speak 2025-11-25 (see mcp.server.extension.MethodBinding): its lowlevel server.
+    server._lowlevel_server.add_request_handler(
+        "logging/setLevel", SetLevelRequestParams, services.log_levels.handle_set_level
+    )
     return server
 
 

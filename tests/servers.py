@@ -11,6 +11,7 @@ import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 from mcp import ClientSession
@@ -96,14 +97,15 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def streamable(url: str, token: str | None, *, modern: bool = False):
+async def streamable(url: str, token: str | None, *, modern: bool = False, **session_options: Any):
     """A real SDK client session: the 2025-11-25 handshake (a session), or with `modern` the
-    2026-07-28 wire (`server/discover`, no session)."""
+    2026-07-28 wire (`server/discover`, no session). `session_options` go to `ClientSession`
+    (a logging callback, a log level)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=30) as http,
         streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, *_),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, **session_options) as session,
     ):
         await (session.discover() if modern else session.initialize())
         yield session

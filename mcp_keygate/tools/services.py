@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from ..attempts import Notify
+from ..attempts import NoticeLevel, Notify
 from ..auth import TokenRegistry
 from ..errors import KeygateError
 from ..gateway import Keygate
 from ..keys.secret import scrub
 from ..schemas import CompleteResult
+from .client_logging import ClientLogLevels, connection_of
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -30,6 +32,7 @@ class ToolServices:
         self.config = gateway.config
         self.registry = tokens or TokenRegistry({})
         self.metrics = metrics
+        self.log_levels = ClientLogLevels()
 
     @property
     def multi_user(self) -> bool:
@@ -56,14 +59,22 @@ class ToolServices:
             raise ToolError(self.scrubbed(exc)) from None
 
     def progress(self, ctx: Context) -> Notify:
-        """Progress notifications for one call (skipped keys, fallbacks, waits)."""
+        """What one call tells its client: a progress notification for every step (keys set aside,
+        fallbacks, waits, heartbeats), and a log message when the client wants that level."""
         progress = 0
+        request = ctx.request_context
+        modern = request.protocol_version in MODERN_PROTOCOL_VERSIONS
+        connection = connection_of(request.request)
 
-        async def notify(message: str) -> None:
+        async def notify(message: str, level: NoticeLevel = "info") -> None:
             nonlocal progress
             progress += 1
             log.info("%s", message)
+            message = scrub(message, self.gateway.secrets)
             await ctx.report_progress(progress, None, message)
+            # On 2026-07-28 the SDK sends only what this request opted in to; before, we filter.
+            if modern or self.log_levels.wants(connection, level):
+                await ctx.log(level, message, logger_name="mcp_keygate")
 
         return notify
 
