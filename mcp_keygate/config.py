@@ -89,6 +89,11 @@ class ServerConfig(_Strict):
     session_idle_timeout_s: float = Field(1800.0, gt=0, description="an MCP session with no request ends")
     header_timeout_s: float = Field(10.0, gt=0, description="a client must send a request's headers within this")
     body_timeout_s: float = Field(30.0, gt=0, description="a client must send a request's body within this")
+    resume_events: int = Field(
+        10_000, ge=0, description="streamable HTTP: events kept for clients that reconnect (0: no resumption)"
+    )
+    resume_buffer_mb: float = Field(32.0, gt=0, description="memory the kept events may use (without Redis)")
+    retry_ms: int = Field(2000, gt=0, description="how soon a client whose stream dropped should reconnect")
 
 
 class LimitsConfig(_Strict):

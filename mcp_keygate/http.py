@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http import EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,8 +29,10 @@ from .gateway import Keygate
 from .http_guards import CHALLENGE, UNAUTHORIZED, BearerAuth, BodyDeadline, HostGuard, caller_of
 from .http_server import MCP_PATH, MESSAGES_PATH, SSE_PATH, DrainMiddleware
 from .metrics import CONTENT_TYPE, Metrics
+from .resume import MemoryEventStore, SessionScopes
 from .sessions import SessionLimiter
 from .status_page import SECURITY_HEADERS, render_fragment, render_page
+from .wiring import redis_client
 
 log = logging.getLogger("mcp_keygate.http")
 
@@ -76,12 +79,32 @@ def mcp_routes(
             streamable_http_path=MCP_PATH,
             json_response=settings.json_response,
             session_idle_timeout=settings.session_idle_timeout_s,
+            event_store=event_store(gateway),
+            retry_interval=settings.retry_ms,
             **common,
         )
         routes += app.routes
     if transport in ("sse", "http"):
         routes += server.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, **common).routes
     return routes
+
+
+def event_store(gateway: Keygate) -> EventStore | None:
+    """Where stream events wait for a client that reconnects: Redis with the Redis backend, else
+    this process's memory (bounded); none when `[server] resume_events = 0`."""
+    settings = gateway.config.server
+    if settings.resume_events == 0:
+        return None
+    if gateway.config.state.backend == "redis":
+        from .resume_redis import RedisEventStore
+
+        return RedisEventStore(
+            redis_client(gateway.config),
+            gateway.config.state.prefix,
+            max_events_per_session=min(settings.resume_events, 1000),
+            ttl_s=settings.session_idle_timeout_s,
+        )
+    return MemoryEventStore(settings.resume_events, int(settings.resume_buffer_mb * 1024 * 1024))
 
 
 class OperatorRoutes:
@@ -185,6 +208,7 @@ def build_http_app(
             mcp_path=MCP_PATH,
             sse_path=SSE_PATH,
         ),
+        Middleware(SessionScopes, mcp_path=MCP_PATH),
     ]
     if tokens.enabled:
         log.info("bearer tokens required; token names: %s", ", ".join(tokens.names()))

@@ -1,0 +1,65 @@
+"""Resumable-stream events in Redis (when the Redis backend is on): one Redis stream per MCP
+session, capped in length and expiring with the session, so the buffer lives beside the key
+state instead of in each instance's memory and survives the instance's own restarts of its
+event loop. The namespace rules are those of `resume.py`: a session reads only its own events."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
+
+from .resume import current_namespace
+from .store.redis_errors import redis_call
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+class RedisEventStore(EventStore):
+    """XADD per event (capped at `max_events_per_session`, the key expiring after `ttl_s` without
+    events); replay is one XRANGE."""
+
+    def __init__(self, redis: Redis, prefix: str, *, max_events_per_session: int, ttl_s: float) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.max_events = max_events_per_session
+        self.ttl_s = max(1, int(ttl_s))
+
+    def _key(self, namespace: str) -> str:
+        return f"{self.prefix}:resume:{namespace}"
+
+    @redis_call
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        key = self._key(current_namespace())
+        data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        fields: dict[Any, Any] = {"s": stream_id, "m": data}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, fields, maxlen=self.max_events, approximate=True)
+            pipe.expire(key, self.ttl_s)
+            added, _ = await pipe.execute()
+        return _text(added)
+
+    @redis_call
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        if not _STREAM_ID.fullmatch(last_event_id):
+            return None  # not an id this store gave out
+        key = self._key(current_namespace())
+        entries = [(_text(i), fields or {}) for i, fields in (await self.redis.xrange(key, min=last_event_id) or [])]
+        if not entries or entries[0][0] != last_event_id:
+            return None
+        stream_id = _text(entries[0][1].get(b"s"))
+        for event_id, fields in entries[1:]:
+            data = fields.get(b"m")
+            if _text(fields.get(b"s")) == stream_id and data:
+                message = jsonrpc_message_adapter.validate_json(data, by_name=False)
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
