@@ -49,13 +49,21 @@ class InFlight:
 
 
 class CallService:
-    def __init__(self, config: Config, router: Router, pool: KeyPool, store: Store, policies: Policies) -> None:
+    def __init__(
+        self,
+        config: Config,
+        router: Router,
+        pool: KeyPool,
+        store: Store,
+        policies: Policies,
+        in_flight: InFlight | None = None,
+    ) -> None:
         self.config = config
         self.router = router
         self.pool = pool
         self.store = store
         self.policies = policies
-        self.in_flight = InFlight()
+        self.in_flight = in_flight or InFlight()  # shared with the service a reload replaced
         self._counters_flushed = 0.0
 
     async def complete(

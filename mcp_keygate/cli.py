@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .logs import SCRUBBER
 
     SCRUBBER.add_secrets(gateway.secrets)
+    reloader = _reloader(args, config, gateway)
     if not config.providers:
         logging.getLogger("mcp_keygate").warning(
             "no providers configured: set OPENAI_API_KEY (or ANTHROPIC_API_KEY, GEMINI_API_KEY, …) or pass "
@@ -61,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         if sys.stdin.isatty():
             print(WAITING_ON_A_TERMINAL, file=sys.stderr)
-        server = build_server(gateway, log_level=args.log_level)
+        server = build_server(gateway, log_level=args.log_level, reloader=reloader)
         _freeze_startup_objects()
         try:
             server.run("stdio")
@@ -75,7 +76,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except KeygateError as exc:
             return _fail(str(exc))
         return 0
-    return _serve_http(args, config, gateway)
+    return _serve_http(args, config, gateway, reloader)
+
+
+def _reloader(args: argparse.Namespace, config, gateway):
+    """SIGHUP (and `mcp-keygate reload`) always; watching the file by default over stdio only."""
+    from pathlib import Path
+
+    from .pidfiles import PidFile
+    from .reload import Reloader
+
+    chosen = args.config or os.environ.get("KEYGATE_CONFIG")
+    path = Path(chosen) if chosen else None
+    watch = args.watch if args.watch is not None else args.transport == "stdio"
+    return Reloader(gateway, path, watch=watch, pid_file=PidFile.for_config(config, path))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the config, then send SIGHUP to the servers running it (or to --pid)."""
+    import signal
+    from pathlib import Path
+
+    from .config import load_config
+    from .errors import KeygateError
+    from .pidfiles import PidFile
+
+    if not hasattr(signal, "SIGHUP"):
+        return _fail("reload needs SIGHUP, which this platform does not have: restart the server instead")
+    try:
+        config = load_config(args.config)
+        config.resolve_keys()
+    except KeygateError as exc:
+        return _fail(f"not reloading, the config has problems (the servers keep theirs): {exc}")
+    chosen = args.config or os.environ.get("KEYGATE_CONFIG")
+    pids = [args.pid] if args.pid else PidFile.for_config(config, Path(chosen) if chosen else None).running()
+    if not pids:
+        return _fail("no running server of this config found (start one, or pass --pid)")
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return _fail(f"no process {pid}")
+        except PermissionError:
+            return _fail(f"not allowed to signal process {pid} (another user's?)")
+    print(f"asked {len(pids)} server(s) to reload (pid {', '.join(map(str, pids))}); each logs what changed")
+    return 0
 
 
 def _keygate_error(group: BaseExceptionGroup) -> BaseException | None:
@@ -99,7 +144,7 @@ def _freeze_startup_objects() -> None:
     gc.freeze()  # (no collection first: it would cost ~25 ms of start-up for a little garbage kept)
 
 
-def _serve_http(args: argparse.Namespace, config, gateway) -> int:
+def _serve_http(args: argparse.Namespace, config, gateway, reloader) -> int:
     import anyio
 
     from .auth import TokenRegistry
@@ -121,7 +166,9 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
         if tokens.enabled and (problems := config.policy_token_problems(set(secrets))):
             raise ConfigError(problems)
         metrics = Metrics(gateway.pool)
-        server = build_server(gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False, metrics=metrics)
+        server = build_server(
+            gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False, metrics=metrics, reloader=reloader
+        )
         app = build_http_app(
             gateway,
             server,
@@ -130,6 +177,7 @@ def _serve_http(args: argparse.Namespace, config, gateway) -> int:
             settings=config.server,
             tokens=tokens,
             metrics=metrics,
+            reloader=reloader,
         )
     except (ConfigError, UnsafeBind) as exc:
         return _fail(str(exc), 2)
@@ -421,7 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default text)"
     )
+    serve.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reload when the config file changes (default: on for stdio, off for HTTP; SIGHUP always reloads)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    reload = sub.add_parser("reload", help="make running servers take their config again (no restart)")
+    reload.add_argument("--config", help=config_help)
+    reload.add_argument("--pid", type=int, help="the server's process id (default: every server of this config)")
+    reload.set_defaults(func=cmd_reload)
 
     status = sub.add_parser("status", help="show the key table from the state store")
     status.add_argument("--config", help=config_help)

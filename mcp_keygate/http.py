@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import EventStore
 from mcp.server.transport_security import TransportSecuritySettings
@@ -29,6 +30,7 @@ from .gateway import Keygate
 from .http_guards import CHALLENGE, UNAUTHORIZED, BearerAuth, BodyDeadline, HostGuard, caller_of
 from .http_server import MCP_PATH, MESSAGES_PATH, SSE_PATH, DrainMiddleware
 from .metrics import CONTENT_TYPE, Metrics
+from .reload import Reloader
 from .resume import MemoryEventStore, SessionScopes
 from .sessions import SessionLimiter
 from .status_page import SECURITY_HEADERS, render_fragment, render_page
@@ -175,6 +177,7 @@ def build_http_app(
     settings: ServerConfig,
     tokens: TokenRegistry,
     metrics: Metrics,
+    reloader: Reloader | None = None,
 ) -> Starlette:
     check_bind(host, tokens)
     security = transport_security(host, settings)
@@ -187,11 +190,15 @@ def build_http_app(
         await gateway.open()
         gateway.observe(metrics)
         try:
-            if streamable:
-                async with server.session_manager.run():
+            async with anyio.create_task_group() as group:
+                if reloader is not None:
+                    group.start_soon(reloader.run)
+                if streamable:
+                    async with server.session_manager.run():
+                        yield
+                else:
                     yield
-            else:
-                yield
+                group.cancel_scope.cancel()
         finally:
             await gateway.close()
 

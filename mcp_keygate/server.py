@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import SetLevelRequestParams
 
 from . import __version__
@@ -20,12 +22,14 @@ from .gateway import Keygate
 from .tools.client_logging import explain_bad_level
 from .tools.core import register_core_tools
 from .tools.filters import HiddenForCaller, PromptArguments, UnknownArguments
+from .tools.live import LiveTools
 from .tools.presets import register_presets
 from .tools.resources import register_resources
 from .tools.services import ToolServices
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .reload import Reloader
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 INSTRUCTIONS = (
@@ -43,24 +47,32 @@ def build_server(
     tokens: TokenRegistry | None = None,
     owns_gateway: bool = True,
     metrics: Metrics | None = None,
+    reloader: Reloader | None = None,
 ) -> MCPServer:
-    """An MCPServer for `gateway`. Over stdio its lifespan opens and closes the gateway; over HTTP
-    the app's lifespan does (`owns_gateway=False`), since the SDK enters this one per SSE session."""
+    """An MCPServer for `gateway`. Over stdio its lifespan opens and closes the gateway (and runs
+    the reloader); over HTTP the app's lifespan does (`owns_gateway=False`), since the SDK enters
+    this one per SSE session. A reload changes the preset tools and prompts and tells clients."""
     services = ToolServices(gateway, tokens, metrics)
     unknown_arguments = UnknownArguments()
     middleware: list[Any] = [unknown_arguments, explain_bad_level]
-    if HiddenForCaller.needed(services):
+    if services.multi_user:
         middleware.append(HiddenForCaller(services))
     middleware.append(PromptArguments(services))
+    bus = InMemorySubscriptionBus()
     server = MCPServer(
         "mcp-keygate",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=_gateway_lifespan(gateway) if owns_gateway else None,
+        lifespan=_gateway_lifespan(gateway, reloader) if owns_gateway else None,
         log_level=cast(LogLevel, log_level.upper()),
         middleware=middleware,
+        subscriptions=bus,
     )
     unknown_arguments.server = server
+    live = LiveTools(server, services, bus, unknown_arguments)
+    server.middleware.append(live)
+    if reloader is not None:
+        reloader.listeners.append(live.apply)
     register_core_tools(server, services)
     register_presets(server, services)
     register_resources(server, services)
@@ -72,12 +84,16 @@ def build_server(
     return server
 
 
-def _gateway_lifespan(gateway: Keygate) -> Any:
+def _gateway_lifespan(gateway: Keygate, reloader: Reloader | None) -> Any:
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
         await gateway.open()
         try:
-            yield None
+            async with anyio.create_task_group() as group:
+                if reloader is not None:
+                    group.start_soon(reloader.run)
+                yield None
+                group.cancel_scope.cancel()
         finally:
             await gateway.close()
 

@@ -46,6 +46,11 @@ class UpstreamClients:
             for _ in range(pools)
         ]
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: its timeouts apply to the clients made from now on (a request's own
+        timeout comes from its provider's config at each attempt)."""
+        self._config = config
+
     async def aclose(self) -> None:
         clients, self._clients = self._clients, []
         for client in clients:

@@ -38,6 +38,7 @@ class ServerProcess:
         transport: str = "http",
         host: str = "127.0.0.1",
         log_level: str = "INFO",
+        extra_args: tuple[str, ...] = (),
     ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -62,6 +63,7 @@ class ServerProcess:
                 str(port),
                 "--log-level",
                 log_level,
+                *extra_args,
             ],
             env={**base, "PYTHONPATH": str(REPO), **env},
             cwd=REPO,

@@ -194,7 +194,7 @@ async def test_streaming_sends_progress_as_tokens_arrive(sim):
     data["routes"] = {"default": ["gemini"]}
     notes: list[str] = []
 
-    async def notify(message: str) -> None:
+    async def notify(message: str, level: str = "info") -> None:
         notes.append(message)
 
     async with Keygate(parse_config(data)) as gate:

@@ -123,7 +123,7 @@ async def test_waits_for_a_key_that_is_ready_soon_with_progress(sim, make_config
         await gate.pool.release(held, Verdict(Outcome.RATE_LIMITED, 429, 0.5, "429"))
         notes: list[str] = []
 
-        async def notify(message: str) -> None:
+        async def notify(message: str, level: str = "info") -> None:
             notes.append(message)
 
         with anyio.fail_after(5):
@@ -272,7 +272,7 @@ async def test_a_call_that_waits_says_so_every_few_seconds(sim, make_config, mon
     ).raise_for_status()
     said: list[str] = []
 
-    async def notify(message: str) -> None:
+    async def notify(message: str, level: str = "info") -> None:
         said.append(message)
 
     for key, waiting in (

@@ -53,6 +53,10 @@ class KeyPool(Protocol):
     async def reset(self, key_id: str) -> bool:
         """Operator reset: forget every hold on the key; False for an unknown key."""
 
+    async def reconfigure(self, keys: dict[str, list[ApiKey]], settings: dict[str, PoolSettings]) -> None:
+        """A reloaded config's keys: those still configured keep their state, new ones start ready,
+        removed ones go (a lease still out on one is given back harmlessly)."""
+
     async def records(self, provider: str | None = None) -> list[KeyRecord]:
         """The records of the configured keys (of one provider), in configuration order."""
 

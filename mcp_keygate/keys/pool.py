@@ -171,7 +171,9 @@ class LocalKeyPool(PoolBase):
     ) -> None:
         """Return the lease and record what the attempt taught us about the key."""
         self._end_lease(lease)
-        record = self._records[lease.key.key_id]
+        record = self._records.get(lease.key.key_id)
+        if record is None:
+            return  # the key was removed by a reload while this attempt ran
         now = self._clock()
         before = _state_of(record)
         apply_verdict(record, lease.model, verdict, headroom, self.settings(lease.key.provider), now, lease.probe)
@@ -201,6 +203,23 @@ class LocalKeyPool(PoolBase):
         self._dirty.add(key_id)
         self._urgent.add(key_id)
         return True
+
+    async def reconfigure(self, keys: dict[str, list[ApiKey]], settings: dict[str, PoolSettings]) -> None:
+        """A reloaded config's keys: those still configured keep their state, new ones start ready,
+        removed ones go. The indexes are rebuilt on the next pick from the records."""
+        records: dict[str, KeyRecord] = {}
+        for key in (k for ks in keys.values() for k in ks):
+            record = self._records.get(key.key_id)
+            if record is None or record.provider != key.provider:
+                record = self.fresh(key)
+                self._dirty.add(key.key_id)
+            record.mask, record.budget = key.mask, key.budget
+            records[key.key_id] = record
+        self._records, self._keys, self._settings = records, keys, settings
+        self._dirty &= set(records)
+        self._urgent &= set(records)
+        self._indexes.clear()
+        self._cursor = {name: self._cursor.get(name, 0) % len(ks) for name, ks in keys.items() if ks}
 
 
 def _state_of(record: KeyRecord) -> tuple[object, ...]:

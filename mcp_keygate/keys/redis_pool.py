@@ -109,6 +109,14 @@ class RedisKeyPool(PoolBase):
             if raw and KeyRecord.from_dict(json.loads(raw)).budget != key.budget:
                 await self._update(key, lambda record, now: None, None)
 
+    async def reconfigure(self, keys: dict[str, list[ApiKey]], settings: dict[str, PoolSettings]) -> None:
+        """A reloaded config's keys: the state of every key lives in Redis under its id, so keys still
+        configured keep it, new ones are listed fresh, removed ones are no longer leased."""
+        self._keys, self._settings = keys, settings
+        self._by_id = {k.key_id: k for ks in keys.values() for k in ks}
+        self._acquire_locks = {provider: self._acquire_locks.get(provider) or anyio.Lock() for provider in keys}
+        await self.open()
+
     @redis_call
     async def records(self, provider: str | None = None) -> list[KeyRecord]:
         keys = [k for name, ks in self._keys.items() if provider is None or name == provider for k in ks]

@@ -45,7 +45,6 @@ def register_core_tools(server: MCPServer, services: ToolServices) -> None:
 
 
 def register_complete(server: MCPServer, services: ToolServices) -> None:
-    calls = services.gateway.calls
 
     @server.tool(title="Ask a model", annotations=CALLS_A_MODEL)
     async def complete(
@@ -66,18 +65,17 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
         request = CompleteRequest(prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s)
         owner = services.caller()
-        call = calls.complete(request, caller=owner, notify=services.progress(ctx))
+        call = services.gateway.calls.complete(request, caller=owner, notify=services.progress(ctx))
         return await services.answered(owner, "complete", call)
 
 
 def register_views(server: MCPServer, services: ToolServices) -> None:
-    views = services.gateway.views
 
     @server.tool(title="List models and routes", annotations=READ_ONLY)
     async def list_models() -> ModelsResult:
         """Models and routes, with how many keys are ready and when the next one will be."""
         with services.tool_errors():
-            return await views.list_models(services.caller())
+            return await services.gateway.views.list_models(services.caller())
 
     @server.tool(title="Key states", annotations=READ_ONLY)
     async def key_status(
@@ -85,7 +83,7 @@ def register_views(server: MCPServer, services: ToolServices) -> None:
     ) -> KeyStatusResult:
         """Every key's state (ready, cooling, exhausted, disabled), why, and for how long."""
         with services.tool_errors():
-            return await views.key_status(provider, services.caller())
+            return await services.gateway.views.key_status(provider, services.caller())
 
     @server.tool(title="Token usage", annotations=READ_ONLY)
     async def usage(
@@ -93,7 +91,7 @@ def register_views(server: MCPServer, services: ToolServices) -> None:
     ) -> UsageResult:
         """Tokens used per caller, model and key (with tokens configured: your own usage only)."""
         with services.tool_errors():
-            return await views.usage(services.caller() if services.multi_user else None, days)
+            return await services.gateway.views.usage(services.caller() if services.multi_user else None, days)
 
     @server.tool(title="List conversations", annotations=READ_ONLY)
     async def list_conversations(
@@ -101,7 +99,7 @@ def register_views(server: MCPServer, services: ToolServices) -> None:
     ) -> ConversationsResult:
         """Your conversations, newest first, with how many turns each holds."""
         with services.tool_errors():
-            return await views.list_conversations(services.caller(), limit)
+            return await services.gateway.views.list_conversations(services.caller(), limit)
 
     @server.tool(title="Read a conversation", annotations=READ_ONLY)
     async def get_conversation(
@@ -109,7 +107,7 @@ def register_views(server: MCPServer, services: ToolServices) -> None:
     ) -> ConversationResult:
         """A conversation's history, with the model, provider and key that wrote each answer."""
         with services.tool_errors():
-            return await views.get_conversation(conversation_id, services.caller())
+            return await services.gateway.views.get_conversation(conversation_id, services.caller())
 
 
 def register_reset_key(server: MCPServer, services: ToolServices) -> None:

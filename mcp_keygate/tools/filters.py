@@ -56,11 +56,6 @@ class HiddenForCaller:
     def __init__(self, services: ToolServices) -> None:
         self.services = services
 
-    @staticmethod
-    def needed(services: ToolServices) -> bool:
-        config = services.config
-        return services.multi_user and (bool(config.policies) or config.server.operator_tokens is not None)
-
     def hidden(self) -> set[str]:
         """Preset tools and prompts the caller's policy does not allow, and reset_key for non-operators."""
         services = self.services
@@ -93,14 +88,14 @@ class PromptArguments:
     not an internal error with a traceback in the log."""
 
     def __init__(self, services: ToolServices) -> None:
-        self.presets = services.config.presets
+        self.services = services
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method != "prompts/get" or not isinstance(ctx.params, Mapping):
             return await call_next(ctx)
         name = ctx.params.get("name")
         arguments = ctx.params.get("arguments") or {}
-        preset = self.presets.get(name) if isinstance(name, str) else None
+        preset = self.services.config.presets.get(name) if isinstance(name, str) else None
         if preset is None:
             shown = str(name)[:100]
             raise MCPError(INVALID_PARAMS, f"Unknown prompt: {shown!r} (prompts/list shows the ones you can use)")

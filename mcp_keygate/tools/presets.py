@@ -30,15 +30,20 @@ _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 def register_presets(server: MCPServer, services: ToolServices) -> None:
     for name, preset in services.config.presets.items():
-        server.add_tool(
-            preset_tool(name, preset, services),
-            name=name,
-            title=f"{name} (preset)",
-            description=preset.description,
-            annotations=CALLS_A_MODEL,
-        )
-        prompt = Prompt.from_function(preset_prompt(name, preset), name=name, description=preset.description)
-        server.add_prompt(prompt)
+        register_preset(server, services, name, preset)
+
+
+def register_preset(server: MCPServer, services: ToolServices, name: str, preset: PresetConfig) -> None:
+    """The preset as a tool and as a prompt of the same name."""
+    server.add_tool(
+        preset_tool(name, preset, services),
+        name=name,
+        title=f"{name} (preset)",
+        description=preset.description,
+        annotations=CALLS_A_MODEL,
+    )
+    prompt = Prompt.from_function(preset_prompt(name, preset), name=name, description=preset.description)
+    server.add_prompt(prompt)
 
 
 def parameters_of(preset: PresetConfig) -> list[inspect.Parameter]:

@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from ..auth import LOCAL_OWNER
 from ..conversations import InvalidConversationId, UnknownConversation
 from ..errors import KeygateError
+from ..views import Views
 from .services import ToolServices
 
 _JSON = "application/json"
@@ -26,24 +27,28 @@ def _note(text: str) -> str:
 
 
 def register_resources(server: MCPServer, services: ToolServices) -> None:
-    views = services.gateway.views
-    per_token = bool(services.config.policies) and services.multi_user
+
+    def views() -> Views:
+        return services.gateway.views  # the current ones: a reload replaces them
+
+    def per_token() -> bool:
+        return bool(services.config.policies) and services.multi_user
 
     @server.resource("keygate://keys", name="keys", mime_type=_JSON)
     async def keys_resource() -> str:
         """Every key's state, why, and for how long (the key_status table)."""
-        if per_token:
+        if per_token():
             return _note("what a caller may see depends on its token's policy: use the key_status tool")
         with resource_errors(services):
-            return (await views.key_status()).model_dump_json(indent=2)
+            return (await views().key_status()).model_dump_json(indent=2)
 
     @server.resource("keygate://models", name="models", mime_type=_JSON)
     async def models_resource() -> str:
         """Models and routes, with how many keys are ready."""
-        if per_token:
+        if per_token():
             return _note("what a caller may see depends on its token's policy: use the list_models tool")
         with resource_errors(services):
-            return (await views.list_models()).model_dump_json(indent=2)
+            return (await views().list_models()).model_dump_json(indent=2)
 
     @server.resource("keygate://conversations", name="conversations", mime_type=_JSON)
     async def conversations_resource() -> str:
@@ -51,13 +56,13 @@ def register_resources(server: MCPServer, services: ToolServices) -> None:
         if services.multi_user:
             return _note("conversations belong to each token: use the list_conversations tool")
         with resource_errors(services):
-            return (await views.list_conversations(LOCAL_OWNER, 50)).model_dump_json(indent=2)
+            return (await views().list_conversations(LOCAL_OWNER, 50)).model_dump_json(indent=2)
 
     @server.resource("keygate://conversations/{conversation_id}", name="conversation", mime_type=_JSON)
     async def conversation_resource(conversation_id: str) -> str:
         """One conversation, with which model answered each turn."""
         with resource_errors(services):
-            return (await views.get_conversation(conversation_id, services.caller())).model_dump_json(indent=2)
+            return (await views().get_conversation(conversation_id, services.caller())).model_dump_json(indent=2)
 
 
 @contextmanager

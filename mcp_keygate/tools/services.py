@@ -14,6 +14,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from ..attempts import NoticeLevel, Notify
 from ..auth import TokenRegistry
+from ..config import Config
 from ..errors import KeygateError
 from ..gateway import Keygate
 from ..keys.secret import scrub
@@ -29,10 +30,14 @@ log = logging.getLogger("mcp_keygate.server")
 class ToolServices:
     def __init__(self, gateway: Keygate, tokens: TokenRegistry | None, metrics: Metrics | None) -> None:
         self.gateway = gateway
-        self.config = gateway.config
         self.registry = tokens or TokenRegistry({})
         self.metrics = metrics
         self.log_levels = ClientLogLevels()
+
+    @property
+    def config(self) -> Config:
+        """The gateway's config now (a reload replaces it)."""
+        return self.gateway.config
 
     @property
     def multi_user(self) -> bool:

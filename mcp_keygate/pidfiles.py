@@ -1,0 +1,58 @@
+"""Where `mcp-keygate reload` finds the servers of a config: one pid file per running server, in
+the state's directory (next to the SQLite state, or where it would be), named after the state
+file or, for the memory and Redis backends, after the config file. Desktop clients start one
+stdio server each, so there may be several."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from .config import Config, default_state_path, state_path
+
+
+class PidFile:
+    def __init__(self, directory: Path, stem: str, pid: int | None = None) -> None:
+        self.directory = directory
+        self.stem = stem
+        self.pid = os.getpid() if pid is None else pid
+
+    @classmethod
+    def for_config(cls, config: Config, config_path: Path | None) -> PidFile:
+        if config.state.backend == "sqlite":
+            state = state_path(config)
+            return cls(state.parent, state.name)
+        origin = str(config_path.resolve()) if config_path is not None else "environment"
+        digest = hashlib.sha256(origin.encode()).hexdigest()[:12]
+        return cls(default_state_path().parent, f"config-{digest}")
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.stem}.{self.pid}.pid"
+
+    def write(self) -> None:
+        with contextlib.suppress(OSError):  # a read-only directory only costs `reload` its way in
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(f"{self.pid}\n", encoding="utf-8")
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def running(self) -> list[int]:
+        """Pids of live servers of this config; files of servers that are gone are removed."""
+        alive = []
+        for file in sorted(self.directory.glob(f"{self.stem}.*.pid")):
+            try:
+                pid = int(file.read_text(encoding="utf-8").strip())
+                os.kill(pid, 0)
+            except PermissionError:
+                pass  # alive, another user's: `reload` will say it may not signal it
+            except (ValueError, OSError):
+                with contextlib.suppress(OSError):
+                    file.unlink()
+                continue
+            alive.append(pid)
+        return alive
