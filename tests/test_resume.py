@@ -36,7 +36,9 @@ def server(request, sim, tmp_path):
         "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
     }
     httpx2.post(f"{sim.url}/_sim/reset", json={"keys": {SLOW: {"latency_ms": 1500}}}).raise_for_status()
-    process = ServerProcess(write_toml(tmp_path / "k.toml", data), free_port(), {"ALICE_TOKEN": ALICE, "BOB_TOKEN": BOB})
+    process = ServerProcess(
+        write_toml(tmp_path / "k.toml", data), free_port(), {"ALICE_TOKEN": ALICE, "BOB_TOKEN": BOB}
+    )
     yield process.wait_ready()
     _code, stderr = process.stop()
     assert "Traceback" not in stderr
@@ -68,7 +70,12 @@ def events(lines) -> list[dict[str, str]]:
 
 def first_event_then_drop(url: str, session: dict[str, str]) -> dict[str, str]:
     """Start a call, read the stream's first event, and drop the connection."""
-    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "complete", "arguments": {"prompt": "hi"}}}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "complete", "arguments": {"prompt": "hi"}},
+    }
     with httpx2.Client(timeout=10) as client, client.stream("POST", f"{url}/mcp", json=call, headers=session) as reply:
         assert reply.headers["content-type"].startswith("text/event-stream")
         first = next(events(reply.iter_lines()))
@@ -80,9 +87,10 @@ def replay(url: str, headers: dict[str, str], last_event_id: str, timeout: float
     answer arrives (or `timeout` passes)."""
     messages: list[dict] = []
     try:
-        with httpx2.Client(timeout=timeout) as client, client.stream(
-            "GET", f"{url}/mcp", headers={**headers, "last-event-id": last_event_id}
-        ) as reply:
+        with (
+            httpx2.Client(timeout=timeout) as client,
+            client.stream("GET", f"{url}/mcp", headers={**headers, "last-event-id": last_event_id}) as reply,
+        ):
             if reply.status_code != 200:
                 return reply.status_code, []
             for event in events(reply.iter_lines()):
