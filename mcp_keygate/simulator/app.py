@@ -1,6 +1,7 @@
 """The simulator's Starlette app and its control endpoints.
 
-Provider APIs: OpenAI `POST /v1/chat/completions`, Anthropic `POST /v1/messages`, Gemini
+Provider APIs: OpenAI `POST /v1/chat/completions` (also under `/openai/v1/` and Azure's
+`/openai/deployments/{name}/`), Anthropic `POST /v1/messages`, Gemini
 `POST /v1beta/models/{model}:generateContent` (and `/v1/…`) and `:streamGenerateContent?alt=sse`.
 
 Control endpoints (not part of any provider API):
@@ -51,6 +52,8 @@ def create_app(scenario: Scenario | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/openai/v1/chat/completions", chat_completions, methods=["POST"]),  # Azure v1, Groq
+            Route("/openai/deployments/{deployment}/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1beta/models/{target:path}", generate_content, methods=["POST"]),
             Route("/v1/models/{target:path}", generate_content, methods=["POST"]),

@@ -44,7 +44,7 @@ class OpenAIDialect:
 
     def parse(self, request: Request, body: Any) -> SimCall:
         auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("api-key", "").strip()
         if not key:
             raise Rejected(
                 _error(
