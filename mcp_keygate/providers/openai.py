@@ -13,6 +13,7 @@ from ..messages import Completion, Message, Usage
 from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict, parse_go_duration, retry_after_from
 from ..resets import epoch_wait, seconds_to_utc_midnight
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .turns import alternating, split_system
 
 QUOTA_CODES = frozenset(
     {
@@ -63,6 +64,7 @@ class OpenAIProvider:
         azure_api_version: str | None = None,
         azure: bool = False,
         stream_options: bool = True,
+        alternate_roles: bool = False,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -70,6 +72,7 @@ class OpenAIProvider:
         self.azure = azure or azure_api_version is not None
         self.azure_api_version = azure_api_version
         self.stream_options = stream_options
+        self.alternate_roles = alternate_roles
         # api.openai.com wants max_completion_tokens (reasoning models reject max_tokens);
         # the compatible APIs mostly know only max_tokens.
         official = "api.openai.com" in self.base_url or self.azure
@@ -86,6 +89,9 @@ class OpenAIProvider:
     def build_request(
         self, client: httpx2.AsyncClient, key: ApiKey, model: str, messages: list[Message], params: CallParams
     ) -> httpx2.Request:
+        if self.alternate_roles:  # Perplexity: system first, then strictly user/assistant in turn
+            system, rest = split_system(messages)
+            messages = [*([Message("system", system)] if system else []), *alternating(rest)]
         body: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from .anthropic_api import messages
 from .gemini_api import generate_content
-from .openai_api import chat_completions
+from .openai_api import chat_completions, perplexity_chat_completions
 from .scenario import Scenario, ScenarioError, parse_scenario
 from .state import SimState
 
@@ -53,6 +53,7 @@ def create_app(scenario: Scenario | None = None) -> Starlette:
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
             Route("/openai/v1/chat/completions", chat_completions, methods=["POST"]),  # Azure v1, Groq
+            Route("/perplexity/chat/completions", perplexity_chat_completions, methods=["POST"]),  # strict turns
             Route("/openai/deployments/{deployment}/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1beta/models/{target:path}", generate_content, methods=["POST"]),
