@@ -4,6 +4,8 @@ Provider APIs: OpenAI `POST /v1/chat/completions` (also under `/openai/v1/` and 
 `/openai/deployments/{name}/`), Anthropic `POST /v1/messages`, Gemini
 `POST /v1beta/models/{model}:generateContent` (and `/v1/…`) and `:streamGenerateContent?alt=sse`.
 
+Model lists (GET): `/v1/models` (OpenAI or Anthropic shape), `/v1beta/models` (Gemini).
+
 Control endpoints (not part of any provider API):
   GET  /_sim/log      the request log: [{api, key (fingerprint), model, messages, status, outcome, …}]
   POST /_sim/reset    clear the log and every rate window; the JSON body (a scenario) replaces the
@@ -22,6 +24,7 @@ from starlette.routing import Route
 
 from .anthropic_api import messages
 from .gemini_api import generate_content
+from .models_api import list_gemini_models, list_models
 from .openai_api import chat_completions, perplexity_chat_completions
 from .scenario import Scenario, ScenarioError, parse_scenario
 from .state import SimState
@@ -56,6 +59,9 @@ def create_app(scenario: Scenario | None = None) -> Starlette:
             Route("/perplexity/chat/completions", perplexity_chat_completions, methods=["POST"]),  # strict turns
             Route("/openai/deployments/{deployment}/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),  # OpenAI-compatible and Anthropic
+            Route("/models", list_models, methods=["GET"]),  # OpenAI-compatible bases without /v1
+            Route("/v1beta/models", list_gemini_models, methods=["GET"]),
             Route("/v1beta/models/{target:path}", generate_content, methods=["POST"]),
             Route("/v1/models/{target:path}", generate_content, methods=["POST"]),
             Route("/_sim/log", sim_log, methods=["GET"]),
