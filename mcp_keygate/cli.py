@@ -210,8 +210,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         if config.state.backend == "redis" and not args.offline:
             anyio.run(reach_store, config, None, 2.0)  # installed, configured and answering
         _check_policy_tokens(config)
+        online = _check_online(config) if args.online else []
     except KeygateError as exc:
         return _fail(str(exc))
+    if online:
+        for problem in online:
+            print(f"mcp-keygate: {problem}", file=sys.stderr)
+        return 1
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     total = sum(len(k) for k in keys.values())
@@ -230,6 +235,55 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"  policy {name}: tokens {', '.join(policy.tokens)}" + (f"; budget {budget} per token" if budget else "")
         )
     return 0
+
+
+def _check_online(config: Any) -> list[str]:
+    """`check --online`: every configured model exists for every key of its provider."""
+    import anyio
+    import httpx2
+
+    from .model_lists import missing_models
+
+    async def run() -> list[str]:
+        async with httpx2.AsyncClient(timeout=20) as client:
+            return await missing_models(config, client)
+
+    return anyio.run(run)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """`mcp-keygate models PROVIDER`: the models each key of a provider can reach (keys shown by id)."""
+    import json
+
+    import anyio
+    import httpx2
+
+    from .config import load_config
+    from .errors import KeygateError
+    from .model_lists import ListingUnsupported, list_provider_models
+
+    try:
+        config = load_config(args.config)
+        if args.provider not in config.providers:
+            known = ", ".join(sorted(config.providers)) or "none"
+            return _fail(f"no provider {args.provider!r} in the config (providers: {known})")
+
+        async def run() -> Any:
+            async with httpx2.AsyncClient(timeout=20) as client:
+                return await list_provider_models(config, args.provider, client)
+
+        rows = anyio.run(run)
+    except (KeygateError, ListingUnsupported) as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps([{"key": r.key_id, "models": r.models, "error": r.error} for r in rows], indent=2))
+    else:
+        for row in rows:
+            print(f"key {row.key_id}: " + (row.error or f"{len(row.models)} model(s)"))
+        for model in sorted({m for r in rows for m in r.models}):
+            reach = sum(model in r.models for r in rows)
+            print(f"  {model}" + ("" if reach == len(rows) else f"  ({reach} of {len(rows)} keys)"))
+    return 1 if any(r.error for r in rows) else 0
 
 
 def _configured_key_ids(config: Any) -> set[str] | None:
@@ -503,7 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config and the keys it references")
     check.add_argument("--config", help=config_help)
     check.add_argument("--offline", action="store_true", help="do not try to reach the Redis state store")
+    check.add_argument("--online", action="store_true", help="ask each provider that every model exists for each key")
     check.set_defaults(func=cmd_check)
+
+    models = sub.add_parser("models", help="list the models each key of a provider can reach")
+    models.add_argument("provider", help="a provider name from the config")
+    models.add_argument("--config", help=config_help)
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
 
     sim = sub.add_parser("simulator", help="run the bundled provider simulator")
     sim.add_argument("--host", default="127.0.0.1")

@@ -21,6 +21,7 @@ class Outcome(enum.StrEnum):
     AUTH_FAILED = "auth_failed"
     OVERLOADED = "overloaded"
     CONTEXT_TOO_LONG = "context_too_long"
+    MODEL_NOT_FOUND = "model_not_found"  # the provider has no such model (or deployment) for this key: next model
     BAD_REQUEST = "bad_request"
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
@@ -45,6 +46,9 @@ class Verdict:
     status_code: int | None = None
     retry_after_s: float | None = None
     reason: str = ""
+    # A rate limit that concerns this model only, however long (Gemini's "limit: 0" free tier):
+    # the key stays usable for its other models instead of being parked whole.
+    model_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ async def failure_message(
     wait: float | None,
     too_long: bool = False,
     unreachable: dict[str, str] | None = None,
+    missing: set[str] | None = None,
 ) -> str:
     """Every attempt, each model's keys by state, unreachable providers by URL, and what to do."""
     lines = [f"No model of [{', '.join(chain)}] could answer."]
@@ -52,17 +53,25 @@ async def failure_message(
     for provider, why in down.items():
         url = config.providers[provider].resolved_base_url()
         lines.append(f"  providers.{provider}.base_url = {url}: {why}")
+    for name in chain:
+        if name in (missing or ()):
+            lines.append(
+                f"  models.{name}.model = {config.upstream_model(name)!r}: the provider does not know this model "
+                "(check the spelling, or `mcp-keygate models PROVIDER`)"
+            )
     if not too_long:
-        lines.append(_what_to_do(wait, down, providers))
+        lines.append(_what_to_do(wait, down, providers, bool(missing)))
     return "\n".join(lines)
 
 
-def _what_to_do(wait: float | None, down: dict[str, str], providers: list[str]) -> str:
+def _what_to_do(wait: float | None, down: dict[str, str], providers: list[str], missing: bool = False) -> str:
     if down and (wait is None or len(down) == len(providers)):
         return (
             "Nothing left in the route can be reached: check the base_url above and that the service is "
             "running (and reachable from this machine), then retry."
         )
+    if wait is None and missing:
+        return "No model left in the route is known to its provider: fix the model names above, then retry."
     if wait is None:
         return (
             "No key will become usable by itself: fix or replace the disabled keys (see key_status), "

@@ -47,6 +47,7 @@ class Pass(enum.Enum):
 
     NO_KEY = "no usable key"
     TOO_LONG = "the context did not fit its window"
+    NOT_FOUND = "the provider does not know the model"
 
 
 @dataclass(slots=True)
@@ -113,10 +114,11 @@ class Router:
         busy_deadline = max(deadline, self._clock() + BUSY_WAIT_S)
         poll = BUSY_POLL_S
         busy_since, told_busy = 0.0, 0.0  # when the wait for a busy key began, and when it was last said
+        missing: set[str] = set()  # models the provider said it does not have: not tried again in this call
         while True:
             first = len(attempts)
             wait_on_busy = self._clock() < busy_deadline
-            result = await self._try_chain(chain, messages, params, attempts, notify, wait_on_busy)
+            result = await self._try_chain(chain, messages, params, attempts, notify, wait_on_busy, missing)
             if isinstance(result, Routed):
                 return result
             if result is Fit.BUSY:
@@ -135,12 +137,14 @@ class Router:
             if Outcome.CONTEXT_TOO_LONG.value in outcomes:
                 message = await failure_message(self.config, self.pool, chain, attempts, None, too_long=True)
                 raise RouteFailed(message, attempts, None)
-            wait = await self.ready_in(chain)
+            wait = await self.ready_in([name for name in chain if name not in missing])
             if wait is not None and outcomes & _TRANSIENT:
                 wait = max(wait, RETRY_PAUSE_S)  # never hammer a struggling upstream in a tight loop
             if wait is None or self._clock() + wait > deadline:
                 down = {p: u.reason for p, u in self.backoffs.down().items()}
-                message = await failure_message(self.config, self.pool, chain, attempts, wait, unreachable=down)
+                message = await failure_message(
+                    self.config, self.pool, chain, attempts, wait, unreachable=down, missing=missing
+                )
                 raise RouteFailed(message, attempts, wait)
             await self._wait_for_cooling(chain, wait, notify)
 
@@ -164,10 +168,13 @@ class Router:
         attempts: list[AttemptRecord],
         notify: Notify,
         wait_on_busy: bool,
+        missing: set[str],
     ) -> Routed | Fit | None:
         """One pass over the chain: an answer, Fit.BUSY (worth a short wait), or None (nothing usable)."""
         too_long_for: int | None = None  # the window that just overflowed
         for position, name in enumerate(chain):
+            if name in missing:
+                continue
             model = self.config.models[name]
             upstream = self.config.upstream_model(name)
             window = model.context_window
@@ -197,6 +204,8 @@ class Router:
                 return Fit.BUSY
             if result is Pass.TOO_LONG:
                 too_long_for = window or 0
+            if result is Pass.NOT_FOUND:
+                missing.add(name)
             if position + 1 < len(chain):
                 for observer in self.observers:
                     observer.on_fallback(name, chain[position + 1])
@@ -253,6 +262,10 @@ class Router:
                 return Pass.NO_KEY
             if verdict.outcome is Outcome.CONTEXT_TOO_LONG:
                 return Pass.TOO_LONG
+            if verdict.outcome is Outcome.MODEL_NOT_FOUND:
+                # A misspelt or retired model (or Azure deployment) fails on every key alike.
+                await notify(f"{name}: {model.provider} does not know the model {upstream!r}; trying the next model")
+                return Pass.NOT_FOUND
             raise RequestRejected(
                 f"{name} rejected the request ({verdict.reason}); this is a problem with the request, "
                 "not with a key, so no other key or model was tried",
@@ -285,6 +298,7 @@ def _describe(verdict: Verdict) -> str:
         Outcome.UPSTREAM_ERROR: "upstream error",
         Outcome.TIMEOUT: "timed out",
         Outcome.UNREACHABLE: "unreachable",
+        Outcome.MODEL_NOT_FOUND: "model not found",
     }
     text = words.get(verdict.outcome, verdict.outcome.value)
     if verdict.retry_after_s:

@@ -80,7 +80,7 @@ def anth(kind: str, message: str, **extra) -> dict:
             anth("invalid_request_error", "temperature: Input should be less than or equal to 1"),
             Outcome.BAD_REQUEST,
         ),
-        (404, {}, anth("not_found_error", "model: claude-x"), Outcome.BAD_REQUEST),
+        (404, {}, anth("not_found_error", "model: claude-x"), Outcome.MODEL_NOT_FOUND),
     ],
 )
 def test_anthropic_classification(status, headers, body, outcome):

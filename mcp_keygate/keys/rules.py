@@ -226,10 +226,11 @@ def apply_verdict(
         wait = verdict.retry_after_s
         if wait is None or wait <= 0:
             wait = settings.cooldown_s * (2 ** (strikes - 1))
-        if wait >= LONG_WAIT_S:
+        if wait >= LONG_WAIT_S and not verdict.model_only:
             record.hold = Hold(KeyState.EXHAUSTED, now + wait, verdict.reason, verdict.status_code, now)
             return
-        wait = min(wait, settings.max_cooldown_s)
+        if not verdict.model_only:
+            wait = min(wait, settings.max_cooldown_s)
         record.model_holds[model] = Hold(
             KeyState.COOLING, now + wait, verdict.reason, verdict.status_code, now, strikes
         )
@@ -238,7 +239,7 @@ def apply_verdict(
         record.hold = Hold(KeyState.EXHAUSTED, now + wait, verdict.reason, verdict.status_code, now)
     elif outcome is Outcome.AUTH_FAILED:
         record.hold = Hold(KeyState.DISABLED, None, verdict.reason, verdict.status_code, now)
-    # Overload, 5xx, timeouts and request errors say nothing about the key: it stays ready.
+    # Overload, 5xx, timeouts, unknown models and request errors say nothing about the key: it stays ready.
 
 
 def _learn_headroom(record: KeyRecord, model: str, headroom: Headroom | None, now: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import ProviderConfig
 from ..outcomes import Headroom
+from ..provider_types import PROVIDER_TYPES
 from .anthropic import AnthropicProvider
 from .base import Attempt, CallParams, MalformedResponse, Provider, send_attempt
 from .gemini import GeminiProvider
@@ -17,13 +18,15 @@ def build_provider(name: str, config: ProviderConfig) -> Provider:
         return AnthropicProvider(name, base_url, config.headers)
     if config.wire == "gemini":
         return GeminiProvider(name, base_url, config.headers)
+    info = PROVIDER_TYPES[config.type]
     return OpenAIProvider(
         name,
         base_url,
         config.headers,
         azure=config.type == "azure",
         azure_api_version=config.api_version,
-        stream_options=config.type not in ("mistral",),
+        stream_options=info.stream_options,
+        alternate_roles=info.alternate_roles,
     )
 
 

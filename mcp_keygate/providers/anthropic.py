@@ -12,6 +12,7 @@ import httpx2
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict, parse_retry_after_headers
+from ..resets import regain_access_wait, seconds_to_next_month_utc
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
 from .turns import alternating, split_system
 
@@ -27,7 +28,9 @@ STOP_REASONS = {
     "pause_turn": "stop",
     "refusal": "content_filter",
 }
-_CREDIT = re.compile(r"credit balance is too low|spend limit|billing", re.I)
+_CREDIT = re.compile(
+    r"credit balance is too low|spend limit|billing|reached your specified API usage limits|regain access on", re.I
+)
 _TOO_LONG = re.compile(r"prompt is too long|too many tokens|context window", re.I)
 
 
@@ -163,19 +166,26 @@ def classify_anthropic_error(status: int, headers: Mapping[str, str], body: Any)
 
     if status == 429 or kind == "rate_limit_error":
         if details.get("error_code") == "enforced_spend_limit_reached" or (wait is None and _CREDIT.search(message)):
-            return Verdict(Outcome.QUOTA_EXHAUSTED, status, _seconds_to_next_month(), reason)
+            return Verdict(Outcome.QUOTA_EXHAUSTED, status, _spend_limit_wait(message), reason)
         return Verdict(Outcome.RATE_LIMITED, status, wait, reason)
     if status == 402 or kind == "billing_error":
         return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)
     if status == 401 or status == 403 or kind in ("authentication_error", "permission_error"):
         return Verdict(Outcome.AUTH_FAILED, status, None, reason)
+    if status == 404 or kind == "not_found_error":
+        return Verdict(Outcome.MODEL_NOT_FOUND, status, None, reason)
     if kind == "invalid_request_error" or status == 400:
         if _CREDIT.search(message):
-            return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)
+            # A spend limit says when it lifts ("regain access on 2026-12-01 at 00:00 UTC"); a credit
+            # balance does not, so the pool's quota cooldown applies.
+            spend = regain_access_wait(message) if "regain access" in message.lower() else None
+            if spend is None and "usage limits" in message.lower():
+                spend = seconds_to_next_month_utc()
+            return Verdict(Outcome.QUOTA_EXHAUSTED, status, spend, reason)
         if _TOO_LONG.search(message):
             return Verdict(Outcome.CONTEXT_TOO_LONG, status, None, reason)
         return Verdict(Outcome.BAD_REQUEST, status, None, reason)
-    if status == 413:
+    if status == 413 or kind == "request_too_large":
         return Verdict(Outcome.CONTEXT_TOO_LONG, status, None, reason)
     if status in (529, 503) or kind == "overloaded_error":
         return Verdict(Outcome.OVERLOADED, status, wait, reason)
@@ -186,11 +196,9 @@ def classify_anthropic_error(status: int, headers: Mapping[str, str], body: Any)
     return Verdict(Outcome.BAD_REQUEST, status, None, reason)
 
 
-def _seconds_to_next_month(now: dt.datetime | None = None) -> float:
-    """Spend limits reset at 00:00 UTC on the 1st."""
-    now = now or dt.datetime.now(dt.UTC)
-    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return (dt.datetime(year, month, 1, tzinfo=dt.UTC) - now).total_seconds()
+def _spend_limit_wait(message: str) -> float:
+    """The date the message gives, else 00:00 UTC on the 1st (spend limits are monthly)."""
+    return regain_access_wait(message) or seconds_to_next_month_utc()
 
 
 def _seconds_until(stamp: str | None) -> float | None:

@@ -17,7 +17,7 @@ import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import anyio
@@ -402,7 +402,7 @@ def cannot_connect(exc: Exception) -> str:
 def _scrubbed(verdict: Verdict, secrets: list[str]) -> Verdict:
     if not verdict.reason:
         return verdict
-    return Verdict(verdict.outcome, verdict.status_code, verdict.retry_after_s, scrub(verdict.reason, secrets))
+    return replace(verdict, reason=scrub(verdict.reason, secrets))
 
 
 def sse_json(data: str) -> Any:

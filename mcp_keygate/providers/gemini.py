@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +11,7 @@ import httpx2
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict, parse_go_duration, parse_wait_phrase, retry_after_from
+from ..resets import seconds_to_pacific_midnight
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, short_reason, sse_json
 from .turns import alternating, split_system
 
@@ -30,6 +30,7 @@ FINISH_REASONS = {
 }
 _TOO_LONG = re.compile(r"input token count.*exceeds|exceeds the maximum number of tokens|context", re.I)
 _PER_DAY = re.compile(r"PerDay|Daily", re.I)
+_NO_ALLOWANCE = re.compile(r"limit: 0\b")  # "Quota exceeded for metric: …, limit: 0, model: …"
 
 
 class GeminiProvider:
@@ -139,19 +140,7 @@ def classify_gemini_error(status: int, headers: Mapping[str, str], body: Any) ->
     reason = short_reason(status, code or None, message)
 
     if status == 429 or code == "RESOURCE_EXHAUSTED":
-        quota_ids = [
-            str(v.get("quotaId", "")) for d in _details(error, "QuotaFailure") for v in d.get("violations") or []
-        ]
-        if any(_PER_DAY.search(q) for q in quota_ids):
-            return Verdict(Outcome.QUOTA_EXHAUSTED, status, _seconds_to_pacific_midnight(), reason)
-        wait = None
-        for info in _details(error, "RetryInfo"):
-            wait = parse_go_duration(str(info.get("retryDelay") or ""))
-        if wait is None:
-            wait = retry_after_from(headers, message)
-        if wait is None and any("PerMinute" in q for q in quota_ids):
-            wait = 60.0
-        return Verdict(Outcome.RATE_LIMITED, status, wait, reason)
+        return _classify_quota(status, headers, error, message, reason)
     if status == 402:
         return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)
     reasons = {str(d.get("reason")) for d in _details(error, "ErrorInfo")}
@@ -159,6 +148,8 @@ def classify_gemini_error(status: int, headers: Mapping[str, str], body: Any) ->
         return Verdict(Outcome.AUTH_FAILED, status, None, reason)
     if status == 403:
         return Verdict(Outcome.AUTH_FAILED, status, None, reason)
+    if status == 404 or code == "NOT_FOUND":
+        return Verdict(Outcome.MODEL_NOT_FOUND, status, None, reason)
     if code == "FAILED_PRECONDITION":
         return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)  # billing is not enabled
     if status == 400 and _TOO_LONG.search(message):
@@ -172,14 +163,21 @@ def classify_gemini_error(status: int, headers: Mapping[str, str], body: Any) ->
     return Verdict(Outcome.BAD_REQUEST, status, None, reason)
 
 
-def _seconds_to_pacific_midnight(now: dt.datetime | None = None) -> float | None:
-    """Gemini's daily quotas reset at midnight Pacific time; None where the tz database is missing."""
-    try:
-        from zoneinfo import ZoneInfo
-
-        pacific = ZoneInfo("America/Los_Angeles")
-    except Exception:
-        return None
-    local = (now or dt.datetime.now(dt.UTC)).astimezone(pacific)
-    midnight = (local + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - local).total_seconds()
+def _classify_quota(
+    status: int, headers: Mapping[str, str], error: Mapping[str, Any], message: str, reason: str
+) -> Verdict:
+    """Per day: parked until midnight Pacific. "limit: 0": this key's tier has no allowance for this
+    model, so only this model is held until the daily reset. Otherwise the RetryInfo delay."""
+    quota_ids = [str(v.get("quotaId", "")) for d in _details(error, "QuotaFailure") for v in d.get("violations") or []]
+    if any(_PER_DAY.search(q) for q in quota_ids):
+        return Verdict(Outcome.QUOTA_EXHAUSTED, status, seconds_to_pacific_midnight(), reason)
+    if _NO_ALLOWANCE.search(message):
+        return Verdict(Outcome.RATE_LIMITED, status, seconds_to_pacific_midnight(), reason, model_only=True)
+    wait = None
+    for info in _details(error, "RetryInfo"):
+        wait = parse_go_duration(str(info.get("retryDelay") or ""))
+    if wait is None:
+        wait = retry_after_from(headers, message)
+    if wait is None and any("PerMinute" in q for q in quota_ids):
+        wait = 60.0
+    return Verdict(Outcome.RATE_LIMITED, status, wait, reason)

@@ -11,7 +11,9 @@ import httpx2
 from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict, parse_go_duration, retry_after_from
+from ..resets import epoch_wait, seconds_to_utc_midnight
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .turns import alternating, split_system
 
 QUOTA_CODES = frozenset(
     {
@@ -26,6 +28,9 @@ _CONTEXT_PHRASES = re.compile(
     r"maximum context length|context_length_exceeded|context window|too many tokens|reduce the length", re.I
 )
 _PER_DAY = re.compile(r"per day|\(TPD\)|\(RPD\)|free-models-per-day|daily", re.I)
+_OPENROUTER_DAY = re.compile(r"free-models-per-day", re.I)
+# OpenAI's (and Azure's) old capacity answer: a 429 that is about the model, not the key.
+_CAPACITY = re.compile(r"model is currently overloaded|currently experiencing high demand", re.I)
 
 
 def error_fields(body: Any) -> tuple[str | None, str | None, str]:
@@ -59,6 +64,7 @@ class OpenAIProvider:
         azure_api_version: str | None = None,
         azure: bool = False,
         stream_options: bool = True,
+        alternate_roles: bool = False,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -66,6 +72,7 @@ class OpenAIProvider:
         self.azure = azure or azure_api_version is not None
         self.azure_api_version = azure_api_version
         self.stream_options = stream_options
+        self.alternate_roles = alternate_roles
         # api.openai.com wants max_completion_tokens (reasoning models reject max_tokens);
         # the compatible APIs mostly know only max_tokens.
         official = "api.openai.com" in self.base_url or self.azure
@@ -82,6 +89,9 @@ class OpenAIProvider:
     def build_request(
         self, client: httpx2.AsyncClient, key: ApiKey, model: str, messages: list[Message], params: CallParams
     ) -> httpx2.Request:
+        if self.alternate_roles:  # Perplexity: system first, then strictly user/assistant in turn
+            system, rest = split_system(messages)
+            messages = [*([Message("system", system)] if system else []), *alternating(rest)]
         body: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -187,17 +197,11 @@ def classify_openai_error(status: int, headers: Mapping[str, str], body: Any) ->
     kind, code, message = error_fields(body)
     reason = short_reason(status, code or kind, message)
     wait = retry_after_from(headers, message)
+    if wait is None:
+        wait = _metadata_wait(body)
 
     if status == 429:
-        if (code in QUOTA_CODES) or (kind in QUOTA_CODES):
-            return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)
-        if "request too large" in message.lower():
-            return Verdict(Outcome.CONTEXT_TOO_LONG, status, None, reason)
-        if wait is None:
-            wait = _reset_header_wait(headers)
-        if _PER_DAY.search(message) or (wait is not None and wait >= LONG_WAIT_S):
-            return Verdict(Outcome.QUOTA_EXHAUSTED, status, wait, reason)
-        return Verdict(Outcome.RATE_LIMITED, status, wait, reason)
+        return _classify_429(headers, body, kind, code, message, reason, wait)
     if status == 402:
         # OpenRouter: 402 with Retry-After is an in-flight budget (wait); without it, out of credit.
         if wait is not None and "retry-after" in {h.lower() for h in headers}:
@@ -205,15 +209,63 @@ def classify_openai_error(status: int, headers: Mapping[str, str], body: Any) ->
         return Verdict(Outcome.QUOTA_EXHAUSTED, status, None, reason)
     if status in (401, 403):
         return Verdict(Outcome.AUTH_FAILED, status, None, reason)
+    if status == 404 or code in ("model_not_found", "DeploymentNotFound"):
+        return Verdict(Outcome.MODEL_NOT_FOUND, status, None, reason)
     if status == 413 or code == "context_length_exceeded" or (status == 400 and _CONTEXT_PHRASES.search(message)):
         return Verdict(Outcome.CONTEXT_TOO_LONG, status, None, reason)
-    if status == 408:
+    if status in (408, 504):
         return Verdict(Outcome.TIMEOUT, status, wait, reason)
     if status in (498, 503, 529) or code in ("server_is_overloaded", "slow_down"):
         return Verdict(Outcome.OVERLOADED, status, wait, reason)
     if status >= 500:
         return Verdict(Outcome.UPSTREAM_ERROR, status, wait, reason)
     return Verdict(Outcome.BAD_REQUEST, status, None, reason)
+
+
+def _classify_429(
+    headers: Mapping[str, str],
+    body: Any,
+    kind: str | None,
+    code: str | None,
+    message: str,
+    reason: str,
+    wait: float | None,
+) -> Verdict:
+    """A 429 is a rate limit, a quota, a request too large for the window, or the model's capacity."""
+    if (code in QUOTA_CODES) or (kind in QUOTA_CODES):
+        return Verdict(Outcome.QUOTA_EXHAUSTED, 429, None, reason)
+    if "request too large" in message.lower():
+        return Verdict(Outcome.CONTEXT_TOO_LONG, 429, None, reason)
+    if kind == "server_error" or _CAPACITY.search(message):
+        return Verdict(Outcome.OVERLOADED, 429, wait, reason)
+    if _OPENROUTER_DAY.search(message):
+        return Verdict(Outcome.QUOTA_EXHAUSTED, 429, _openrouter_day_reset(body), reason)
+    if wait is None:
+        wait = _reset_header_wait(headers)
+    if _PER_DAY.search(message) or (wait is not None and wait >= LONG_WAIT_S):
+        return Verdict(Outcome.QUOTA_EXHAUSTED, 429, wait, reason)
+    return Verdict(Outcome.RATE_LIMITED, 429, wait, reason)
+
+
+def _metadata(body: Any) -> dict[str, Any]:
+    error = body.get("error") if isinstance(body, dict) else None
+    found = error.get("metadata") if isinstance(error, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _metadata_wait(body: Any) -> float | None:
+    """OpenRouter puts the upstream's wait in the body: `metadata.retry_after_seconds`."""
+    value = _metadata(body).get("retry_after_seconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _openrouter_day_reset(body: Any) -> float:
+    """OpenRouter's free-model day ends at `metadata.headers.X-RateLimit-Reset` (epoch ms), else 00:00 UTC."""
+    quoted = _metadata(body).get("headers")
+    stamp = quoted.get("X-RateLimit-Reset") if isinstance(quoted, dict) else None
+    return (epoch_wait(stamp) if stamp is not None else None) or seconds_to_utc_midnight()
 
 
 def _reset_header_wait(headers: Mapping[str, str]) -> float | None:

@@ -1,7 +1,10 @@
 """The simulator's Starlette app and its control endpoints.
 
-Provider APIs: OpenAI `POST /v1/chat/completions`, Anthropic `POST /v1/messages`, Gemini
+Provider APIs: OpenAI `POST /v1/chat/completions` (also under `/openai/v1/` and Azure's
+`/openai/deployments/{name}/`), Anthropic `POST /v1/messages`, Gemini
 `POST /v1beta/models/{model}:generateContent` (and `/v1/…`) and `:streamGenerateContent?alt=sse`.
+
+Model lists (GET): `/v1/models` (OpenAI or Anthropic shape), `/v1beta/models` (Gemini).
 
 Control endpoints (not part of any provider API):
   GET  /_sim/log      the request log: [{api, key (fingerprint), model, messages, status, outcome, …}]
@@ -21,7 +24,8 @@ from starlette.routing import Route
 
 from .anthropic_api import messages
 from .gemini_api import generate_content
-from .openai_api import chat_completions
+from .models_api import list_gemini_models, list_models
+from .openai_api import chat_completions, perplexity_chat_completions
 from .scenario import Scenario, ScenarioError, parse_scenario
 from .state import SimState
 
@@ -51,7 +55,13 @@ def create_app(scenario: Scenario | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/openai/v1/chat/completions", chat_completions, methods=["POST"]),  # Azure v1, Groq
+            Route("/perplexity/chat/completions", perplexity_chat_completions, methods=["POST"]),  # strict turns
+            Route("/openai/deployments/{deployment}/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),  # OpenAI-compatible and Anthropic
+            Route("/models", list_models, methods=["GET"]),  # OpenAI-compatible bases without /v1
+            Route("/v1beta/models", list_gemini_models, methods=["GET"]),
             Route("/v1beta/models/{target:path}", generate_content, methods=["POST"]),
             Route("/v1/models/{target:path}", generate_content, methods=["POST"]),
             Route("/_sim/log", sim_log, methods=["GET"]),

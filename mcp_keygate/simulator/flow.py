@@ -102,6 +102,10 @@ async def _handle(dialect: Dialect, request: Request, state: SimState, entry: di
     entry.update(
         key=fingerprint(call.key), model=call.model, stream=call.stream, max_tokens=call.max_tokens, **call.log
     )
+    replay = state.scenario.behavior_for(call.key).replay
+    if replay is not None:
+        entry["outcome"] = f"replay:{replay}"
+        return replayed(replay)
     texts = [t["content"] for t in call.turns] + ([call.system] if call.system else [])
     prompt_tokens = estimate_tokens(texts)
     decision = state.decide(call.key, call.model, prompt_tokens)
@@ -136,6 +140,17 @@ async def _handle_answer(
     return StreamingResponse(
         dialect.stream(call, answer, cut), media_type="text/event-stream", headers=dialect.headers(decision)
     )
+
+
+def replayed(name: str) -> Response:
+    """A corpus entry as the provider sent it (headers that describe the transfer are recomputed)."""
+    from .corpus import load_corpus
+
+    recorded = load_corpus()[name]
+    skip = {"content-length", "transfer-encoding", "content-encoding", "connection"}
+    headers = {k: v for k, v in recorded.headers.items() if k not in skip}
+    headers.setdefault("content-type", "application/json")
+    return Response(recorded.body_bytes(), recorded.status, headers)
 
 
 def _answer(call: SimCall, prompt_tokens: int, reply_words: int | None) -> Answer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,7 +45,7 @@ class OpenAIDialect:
 
     def parse(self, request: Request, body: Any) -> SimCall:
         auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("api-key", "").strip()
         if not key:
             raise Rejected(
                 _error(
@@ -227,4 +228,24 @@ DIALECT = OpenAIDialect()
 
 
 async def chat_completions(request: Request) -> Response:
+    return await serve(DIALECT, request)
+
+
+_ALTERNATION = (
+    "After the (optional) system message(s), user and assistant roles should be alternating with user/assistant/"
+    "user/assistant..."
+)
+
+
+async def perplexity_chat_completions(request: Request) -> Response:
+    """Chat Completions with Perplexity's quirk: after the system messages, roles must alternate from the user."""
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        body = None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if isinstance(messages, list):
+        roles = [m.get("role") for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+        if any(role != ("user", "assistant")[i % 2] for i, role in enumerate(roles)):
+            return _error(400, _ALTERNATION, "invalid_message", None, {})
     return await serve(DIALECT, request)

@@ -24,7 +24,9 @@ Scenario file (TOML), every table optional:
                               behave as `then`: a key that runs dry mid-conversation),
                               reply_words (pad answers to this many words: long streams),
                               recover_after_s (a failing key answers normally this long after its
-                              first request: a rate limit that really ends)
+                              first request: a rate limit that really ends),
+                              replay = "<corpus entry>" (answer with a real recorded provider error,
+                              status, headers and body; see simulator/corpus.py)
   [models."<model>"]          context_window (tokens; 400 context_length_exceeded beyond it)
 """
 
@@ -66,6 +68,7 @@ class KeyBehavior:
     then: Behavior | None = None
     reply_words: int | None = None
     recover_after_s: float | None = None
+    replay: str | None = None  # answer every request with this corpus entry, byte for byte
 
 
 @dataclass(slots=True)
@@ -101,6 +104,7 @@ _KEY_FIELDS = {
     "then",
     "reply_words",
     "recover_after_s",
+    "replay",
 }
 
 
@@ -113,7 +117,21 @@ def _behavior(data: dict[str, Any], where: str, base: KeyBehavior) -> KeyBehavio
             raise ScenarioError(f"{where}.{name}: expected one of {', '.join(BEHAVIORS)} (got {data[name]!r})")
     if ("after" in data) != ("then" in data):
         raise ScenarioError(f"{where}: `after` and `then` go together")
+    if "replay" in data:
+        _check_replay(data["replay"], where)
     return replace(base, **data)
+
+
+def _check_replay(name: Any, where: str) -> None:
+    from .corpus import CorpusError, load_corpus
+
+    try:
+        known = load_corpus()
+    except CorpusError as exc:
+        raise ScenarioError(f"the error corpus is broken: {exc}") from None
+    if name not in known:
+        hint = ", ".join(sorted(known)[:3])
+        raise ScenarioError(f"{where}.replay: no corpus entry named {name!r} (names look like {hint}, …)")
 
 
 def parse_scenario(data: dict[str, Any]) -> Scenario:
