@@ -264,7 +264,8 @@ class Router:
                 return Pass.TOO_LONG
             if verdict.outcome is Outcome.MODEL_NOT_FOUND:
                 # A misspelt or retired model (or Azure deployment) fails on every key alike.
-                await notify(f"{name}: {model.provider} does not know the model {upstream!r}; trying the next model")
+                unknown = f"{name}: {model.provider} does not know the model {upstream!r}; trying the next model"
+                await notify(unknown, "warning")
                 return Pass.NOT_FOUND
             raise RequestRejected(
                 f"{name} rejected the request ({verdict.reason}); this is a problem with the request, "
