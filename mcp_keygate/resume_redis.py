@@ -5,36 +5,63 @@ event loop. The namespace rules are those of `resume.py`: a session reads only i
 
 from __future__ import annotations
 
+import logging
+import math
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
 
-from .resume import current_namespace
+from .errors import StoreError
+from .resume import MemoryEventStore, current_namespace
 from .store.redis_errors import redis_call
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+log = logging.getLogger("mcp_keygate.http")
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class RedisEventStore(EventStore):
     """XADD per event (capped at `max_events_per_session`, the key expiring after `ttl_s` without
-    events); replay is one XRANGE."""
+    events); replay is one XRANGE. While Redis cannot be reached, events go to a small store in
+    memory instead (said once a minute in the log): a stream that cannot be kept must not stop
+    the call itself, whose own error says what is wrong with Redis."""
 
     def __init__(self, redis: Redis, prefix: str, *, max_events_per_session: int, ttl_s: float) -> None:
         self.redis = redis
         self.prefix = prefix
         self.max_events = max_events_per_session
         self.ttl_s = max(1, int(ttl_s))
+        self.fallback = MemoryEventStore(max_events=1000, max_bytes=8 * 1024 * 1024)
+        self._warned_at = -math.inf
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        try:
+            return await self._store_in_redis(stream_id, message)
+        except StoreError as exc:
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                log.warning("stream events kept in memory for now: %s", exc)
+            return await self.fallback.store_event(stream_id, message)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        if last_event_id.isdigit():  # an id the in-memory fallback gave out
+            return await self.fallback.replay_events_after(last_event_id, send_callback)
+        try:
+            return await self._replay_from_redis(last_event_id, send_callback)
+        except StoreError as exc:
+            log.warning("cannot replay stream events: %s", exc)
+            return None
 
     def _key(self, namespace: str) -> str:
         return f"{self.prefix}:resume:{namespace}"
 
     @redis_call
-    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+    async def _store_in_redis(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         key = self._key(current_namespace())
         data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
         fields: dict[Any, Any] = {"s": stream_id, "m": data}
@@ -45,7 +72,7 @@ class RedisEventStore(EventStore):
         return _text(added)
 
     @redis_call
-    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+    async def _replay_from_redis(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
         if not _STREAM_ID.fullmatch(last_event_id):
             return None  # not an id this store gave out
         key = self._key(current_namespace())
