@@ -31,6 +31,7 @@ from .http_guards import CHALLENGE, UNAUTHORIZED, BearerAuth, BodyDeadline, Host
 from .http_server import MCP_PATH, MESSAGES_PATH, SSE_PATH, DrainMiddleware
 from .metrics import CONTENT_TYPE, Metrics
 from .reload import Reloader
+from .rest.routes import RestApi
 from .resume import MemoryEventStore, SessionScopes
 from .sessions import SessionLimiter
 from .status_page import SECURITY_HEADERS, render_fragment, render_page
@@ -183,6 +184,8 @@ def build_http_app(
     security = transport_security(host, settings)
     routes = mcp_routes(server, transport, security, host, gateway)
     routes += OperatorRoutes(gateway, server, tokens, metrics).routes()
+    if settings.rest_api:
+        routes += RestApi(gateway, server, metrics).routes()
     streamable = transport in ("streamable-http", "http")
 
     @contextlib.asynccontextmanager

@@ -24,12 +24,12 @@ from .http_guards import send_json
 
 log = logging.getLogger("mcp_keygate.http")
 
-MCP_PATH, SSE_PATH, MESSAGES_PATH = "/mcp", "/sse", "/messages/"
+MCP_PATH, SSE_PATH, MESSAGES_PATH, REST_PREFIX = "/mcp", "/sse", "/messages/", "/v1/"
 
 
 class DrainMiddleware:
-    """While draining, requests that would open a new MCP session get 503; open sessions go on, so
-    their in-flight calls can deliver their answers."""
+    """While draining, requests that would open a new MCP session (or start a REST call) get 503;
+    open sessions go on, so their in-flight calls can deliver their answers."""
 
     def __init__(self, app: Any, gateway: Keygate) -> None:
         self.app = app
@@ -44,7 +44,7 @@ class DrainMiddleware:
 
 def _opens_a_session(scope: dict[str, Any]) -> bool:
     path = scope["path"]
-    if path == SSE_PATH:
+    if path == SSE_PATH or (path.startswith(REST_PREFIX) and scope["method"] == "POST"):
         return True
     if not path.startswith(MCP_PATH) or scope["method"] != "POST":
         return False

@@ -34,13 +34,13 @@ class UnknownArguments:
             given = ctx.params.get("arguments") or {}
             schema = self.schemas.get(name) if isinstance(name, str) else None
             if schema is not None and isinstance(given, Mapping):
-                message = _refusal(str(name), schema, given)
+                message = refusal(str(name), schema, given)
                 if message:
                     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
         return await call_next(ctx)
 
 
-def _refusal(name: str, schema: dict[str, Any], given: Mapping[str, Any]) -> str:
+def refusal(name: str, schema: dict[str, Any], given: Mapping[str, Any]) -> str:
     """Why these arguments cannot be right for the tool, or '' when they may be."""
     allowed = set(schema.get("properties", {}))
     unknown = sorted(set(given) - allowed)

@@ -12,6 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from ..accounting import accounted
 from ..attempts import NoticeLevel, Notify
 from ..auth import TokenRegistry
 from ..config import Config
@@ -86,15 +87,6 @@ class ToolServices:
     async def answered(self, owner: str, what: str, call: Awaitable[CompleteResult]) -> CompleteResult:
         """Run a complete-like call; log and count it, and turn its failures into tool errors."""
         try:
-            result = await call
+            return await accounted(self.metrics, owner, what, call)
         except KeygateError as exc:
-            log.info("%s by %s failed: %s", what, owner, type(exc).__name__)
-            if self.metrics is not None:
-                self.metrics.on_call(owner, type(exc).__name__)
             raise ToolError(self.scrubbed(exc)) from None
-        log.info("%s by %s answered by %s with key %s", what, owner, result.model, result.key_id)
-        if self.metrics is not None:
-            usage = result.usage
-            self.metrics.on_call(owner, "ok")
-            self.metrics.on_usage(owner, result.model, result.key_id, usage.input_tokens, usage.output_tokens)
-        return result

@@ -1,0 +1,33 @@
+"""One way every front door (MCP tools, the REST endpoints) runs a call: log it by caller, count it
+in the metrics, and let its failure through for the front door to phrase."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from .errors import KeygateError
+from .schemas import CompleteResult
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+log = logging.getLogger("mcp_keygate.server")
+
+
+async def accounted(metrics: Metrics | None, owner: str, what: str, call: Awaitable[CompleteResult]) -> CompleteResult:
+    """Await `call`; log and count it (a KeygateError is re-raised after being counted)."""
+    try:
+        result = await call
+    except KeygateError as exc:
+        log.info("%s by %s failed: %s", what, owner, type(exc).__name__)
+        if metrics is not None:
+            metrics.on_call(owner, type(exc).__name__)
+        raise
+    log.info("%s by %s answered by %s with key %s", what, owner, result.model, result.key_id)
+    if metrics is not None:
+        usage = result.usage
+        metrics.on_call(owner, "ok")
+        metrics.on_usage(owner, result.model, result.key_id, usage.input_tokens, usage.output_tokens)
+    return result
