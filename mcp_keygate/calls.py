@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,11 +27,14 @@ from .keys.state import KeyRecord
 from .messages import Message, Turn
 from .policies import Policies, PolicyRefused
 from .providers import CallParams
-from .router import Routed, Router
+from .router import Routed, RouteFailed, Router
 from .schemas import AttemptOut, CompleteResult, UsageOut
 from .store import Store
 from .store.base import UsageRow
 from .templates import render
+
+# Answers a call whose route failed (the client's own model, over MCP sampling), or raises RouteFailed.
+LastResort = Callable[[list[Message], CallParams, RouteFailed], Awaitable[Routed]]
 
 # Key counters (requests, headroom, budget spend) are written at most this often; state changes at once.
 COUNTER_FLUSH_S = 1.0
@@ -67,14 +71,19 @@ class CallService:
         self._counters_flushed = 0.0
 
     async def complete(
-        self, request: CompleteRequest, *, caller: str = LOCAL_OWNER, notify: Notify | None = None
+        self,
+        request: CompleteRequest,
+        *,
+        caller: str = LOCAL_OWNER,
+        notify: Notify | None = None,
+        last_resort: LastResort | None = None,
     ) -> CompleteResult:
         """Answer one turn through the route, store it, and say how it was reached."""
         self.in_flight.count += 1
         limit = self.config.limits.call_timeout_s
         try:
             with anyio.fail_after(limit):
-                return await self._complete(request, caller, notify)
+                return await self._complete(request, caller, notify, last_resort)
         except TimeoutError:
             raise CallTimedOut(
                 f"the call did not finish within call_timeout_s = {limit:g} s (fallbacks and waits included); "
@@ -83,7 +92,9 @@ class CallService:
         finally:
             self.in_flight.count -= 1
 
-    async def _complete(self, request: CompleteRequest, caller: str, notify: Notify | None) -> CompleteResult:
+    async def _complete(
+        self, request: CompleteRequest, caller: str, notify: Notify | None, last_resort: LastResort | None
+    ) -> CompleteResult:
         new = checked_messages(request, self.config)
         history = await self._history(request.conversation_id, caller, len(new))
         context = request_messages(history, new)
@@ -97,7 +108,7 @@ class CallService:
         chain = self.config.route(request.model) or []
         params = CallParams(request.max_tokens, request.temperature)
         try:
-            routed = await self.router.route(chain, context, params, request.max_wait_s, notify)
+            routed = await self._route(request, chain, context, params, caller, notify, last_resort)
         except BaseException:
             with anyio.CancelScope(shield=True):  # what the failed call learned about keys is kept
                 await self.store.save_keys(self._keys_to_write())
@@ -110,6 +121,34 @@ class CallService:
             used = routed.completion.usage
             await self._settle_budget(caller, cost, used.input_tokens + used.output_tokens)
         return _result(routed, conversation_id)
+
+    async def _route(
+        self,
+        request: CompleteRequest,
+        chain: list[str],
+        context: list[Message],
+        params: CallParams,
+        caller: str,
+        notify: Notify | None,
+        last_resort: LastResort | None,
+    ) -> Routed:
+        """The route's answer; when no key of it can answer within the caller's wait, the caller's
+        own model (`last_resort`) where the config opts the route in and the caller's policy allows."""
+        try:
+            return await self.router.route(chain, context, params, request.max_wait_s, notify)
+        except RouteFailed as failed:
+            if last_resort is None or not self._may_ask_client(request, caller):
+                raise
+            if notify is not None:
+                await notify("no key of the route can answer within the wait; asking the client's own model", "warning")
+            return await last_resort(context, params, failed)
+
+    def _may_ask_client(self, request: CompleteRequest, caller: str) -> bool:
+        route = self.config.presets[request.preset].route if request.preset else request.model
+        if route not in self.config.sampling.routes:
+            return False
+        policy = self.policies.for_token(caller)
+        return policy is None or policy.rules.sampling
 
     async def _history(self, conversation_id: str | None, caller: str, adding: int) -> list[Turn]:
         """The caller's history so far (none for a new conversation), with room for this call's turns."""
@@ -172,6 +211,7 @@ class CallService:
         *,
         caller: str = LOCAL_OWNER,
         notify: Notify | None = None,
+        last_resort: LastResort | None = None,
     ) -> CompleteResult:
         """Call the preset `name`: fill its template, then complete through its route like any call.
 
@@ -197,7 +237,7 @@ class CallService:
             temperature=preset.temperature,
             preset=name,
         )
-        return await self.complete(request, caller=caller, notify=notify)
+        return await self.complete(request, caller=caller, notify=notify, last_resort=last_resort)
 
 
 def _result(routed: Routed, conversation_id: str) -> CompleteResult:

@@ -227,6 +227,15 @@ class PolicyConfig(_BudgetFields):
     routes: list[str] | None = Field(None, description="routes allowed (None: all)")
     models: list[str] | None = Field(None, description="models allowed by name (None: all)")
     presets: list[str] | None = Field(None, description="preset tools allowed (None: all)")
+    sampling: bool = Field(False, description="may a call fall back to the caller's own model ([sampling])")
+
+
+class SamplingConfig(_Strict):
+    """The client's own model (MCP sampling) as the last resort of the routes listed here."""
+
+    routes: list[str] = Field(default_factory=list, description="routes (or models) that may ask the client's model")
+    max_tokens: int = Field(1024, gt=0, description="answer length asked of the client's model when a call sets none")
+    timeout_s: float = Field(120.0, gt=0, description="how long the client's model may take (a person may approve it)")
 
 
 class Config(_Strict):
@@ -238,6 +247,7 @@ class Config(_Strict):
     routes: dict[str, list[str]] = Field(default_factory=dict)
     presets: dict[str, PresetConfig] = Field(default_factory=dict)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
@@ -255,6 +265,10 @@ class Config(_Strict):
                 if name not in self.models:
                     known = ", ".join(sorted(self.models)) or "none defined"
                     problems.append(f"routes.{route}[{i}]: unknown model {name!r} (known: {known})")
+        for i, name in enumerate(self.sampling.routes):
+            if self.route(name) is None:
+                known = ", ".join(sorted(set(self.route_names()) | set(self.models))) or "none defined"
+                problems.append(f"sampling.routes[{i}]: unknown route or model {name!r} (known: {known})")
         problems += self._preset_problems() + self._policy_problems()
         if problems:
             raise ValueError("; ".join(problems))

@@ -22,9 +22,9 @@ LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "e
 DEFAULT_LEVEL = "warning"
 STDIO = "stdio"
 
-# `logging/setLevel` is deprecated at 2026-07-28 but current on the wires desktop clients speak;
+# `logging/setLevel` and sampling are deprecated at 2026-07-28 but current on the wires desktop clients speak;
 # the SDK warns at every use of its log helpers, which would only add noise to stderr.
-warnings.filterwarnings("ignore", message=r".*logging capability is deprecated.*")
+warnings.filterwarnings("ignore", message=r".*(logging|sampling) capability is deprecated.*")
 
 
 def connection_of(request: Any) -> str:

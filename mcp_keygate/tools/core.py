@@ -22,6 +22,7 @@ from ..schemas import (
     ResetResult,
     UsageResult,
 )
+from .sampling import client_model
 from .services import ToolServices
 
 log = logging.getLogger("mcp_keygate.server")
@@ -65,7 +66,10 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
         request = CompleteRequest(prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s)
         owner = services.caller()
-        call = services.gateway.calls.complete(request, caller=owner, notify=services.progress(ctx))
+        calls = services.gateway.calls
+        call = calls.complete(
+            request, caller=owner, notify=services.progress(ctx), last_resort=client_model(ctx, services)
+        )
         return await services.answered(owner, "complete", call)
 
 

@@ -20,6 +20,7 @@ from ..config import PresetConfig
 from ..schemas import CompleteResult
 from ..templates import render
 from .core import CALLS_A_MODEL, ConversationId, MaxWait
+from .sampling import client_model
 from .services import ToolServices
 
 # Annotated built at run time from a preset's declared type (a type checker cannot see that type).
@@ -79,7 +80,10 @@ def preset_tool(name: str, preset: PresetConfig, services: ToolServices) -> Call
             max_wait_s=arguments.pop("max_wait_s", DEFAULT_MAX_WAIT_S),
         )
         owner = services.caller()
-        call = services.gateway.calls.run_preset(name, arguments, base, caller=owner, notify=services.progress(ctx))
+        notify, last_resort = services.progress(ctx), client_model(ctx, services)
+        call = services.gateway.calls.run_preset(
+            name, arguments, base, caller=owner, notify=notify, last_resort=last_resort
+        )
         return await services.answered(owner, name, call)
 
     _with_signature(run_preset, name, params, CompleteResult)
