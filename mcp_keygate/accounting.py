@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from . import tracing
 from .errors import KeygateError
 from .schemas import CompleteResult
 
@@ -18,13 +19,16 @@ log = logging.getLogger("mcp_keygate.server")
 
 async def accounted(metrics: Metrics | None, owner: str, what: str, call: Awaitable[CompleteResult]) -> CompleteResult:
     """Await `call`; log and count it (a KeygateError is re-raised after being counted)."""
-    try:
-        result = await call
-    except KeygateError as exc:
-        log.info("%s by %s failed: %s", what, owner, type(exc).__name__)
-        if metrics is not None:
-            metrics.on_call(owner, type(exc).__name__)
-        raise
+    with tracing.call_span(owner, what) as span:
+        try:
+            result = await call
+        except KeygateError as exc:
+            tracing.end_call(span, None, exc)
+            log.info("%s by %s failed: %s", what, owner, type(exc).__name__)
+            if metrics is not None:
+                metrics.on_call(owner, type(exc).__name__)
+            raise
+        tracing.end_call(span, result)
     log.info("%s by %s answered by %s with key %s", what, owner, result.model, result.key_id)
     if metrics is not None:
         usage = result.usage

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 import anyio
 import httpx2
 
+from . import tracing
 from .config import Config
 from .heartbeat import heartbeat
 from .keys.base import KeyPool, Lease
@@ -69,6 +70,12 @@ class AttemptRunner:
             return f"{name}: still waiting on {lease.key.key_id} after {seconds:.0f} s ({got})"
 
         released = False
+        span = (
+            tracing.start_attempt(self.config.providers[lease.key.provider].type, lease, name)
+            if tracing.enabled()
+            else None
+        )
+        attempt = None
         try:
             async with heartbeat(notify, waiting):
                 attempt = await send_attempt(
@@ -92,6 +99,8 @@ class AttemptRunner:
             if not released:
                 with anyio.CancelScope(shield=True):
                     await self.pool.cancel(lease)
+            if span is not None:
+                tracing.end_attempt(span, attempt.verdict if attempt else None, attempt.completion if attempt else None)
         elapsed = time.perf_counter() - started
         for observer in self.observers:
             observer.on_attempt(lease.key.provider, name, lease.key.key_id, attempt.verdict.outcome.value, elapsed)

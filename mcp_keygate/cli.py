@@ -51,6 +51,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .logs import SCRUBBER
 
     SCRUBBER.add_secrets(gateway.secrets)
+    from . import tracing
+
+    try:
+        tracing.configure(config.tracing, "mcp-keygate")
+    except KeygateError as exc:
+        return _fail(str(exc))
+    tracing.remember_secrets(gateway.secrets)
     reloader = _reloader(args, config, gateway)
     if not config.providers:
         logging.getLogger("mcp_keygate").warning(

@@ -238,6 +238,14 @@ class SamplingConfig(_Strict):
     timeout_s: float = Field(120.0, gt=0, description="how long the client's model may take (a person may approve it)")
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry export (needs `mcp-keygate[otel]`)."""
+
+    enabled: bool = Field(False, description="export using the standard OTEL_EXPORTER_OTLP_* variables")
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces")
+    service_name: str = Field("mcp-keygate", description="service.name of the spans")
+
+
 class Config(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -248,6 +256,7 @@ class Config(_Strict):
     presets: dict[str, PresetConfig] = Field(default_factory=dict)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

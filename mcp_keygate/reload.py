@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 
+from . import tracing
 from .config import ConfigError, load_config_file
 from .errors import KeygateError
 from .gateway import Keygate
@@ -61,6 +62,7 @@ class Reloader:
                 log.error("reload (%s) refused, the running config stays: %s", why, exc)
                 return None
             SCRUBBER.add_secrets(self.gateway.secrets)  # new keys are scrubbed from every log line too
+            tracing.remember_secrets(self.gateway.secrets)
             for listener in self.listeners:
                 await listener(report)
             log.info("config reloaded (%s): %s", why, report.summary())
