@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -27,13 +28,16 @@ from .auth import LOCAL_OWNER, TokenRegistry, is_loopback
 from .config import ServerConfig
 from .errors import StoreError
 from .gateway import Keygate
+from .history import HistoryRecorder, HistoryStore, MemoryHistory, RedisHistory
 from .http_guards import CHALLENGE, UNAUTHORIZED, BearerAuth, BodyDeadline, HostGuard, caller_of
 from .http_server import MCP_PATH, MESSAGES_PATH, SSE_PATH, DrainMiddleware
 from .metrics import CONTENT_TYPE, Metrics
 from .reload import Reloader
 from .rest.routes import RestApi
 from .resume import MemoryEventStore, SessionScopes
+from .schemas import KeyStatusRow
 from .sessions import SessionLimiter
+from .status_charts import key_timelines, per_minute, tokens_per_day
 from .status_page import SECURITY_HEADERS, render_fragment, render_page
 from .wiring import redis_client
 
@@ -110,14 +114,29 @@ def event_store(gateway: Keygate) -> EventStore | None:
     return MemoryEventStore(settings.resume_events, int(settings.resume_buffer_mb * 1024 * 1024))
 
 
+def history_store(gateway: Keygate) -> HistoryStore:
+    """The status page's history: in Redis with the Redis backend (every instance draws the same
+    pictures), else in this process."""
+    if gateway.config.state.backend == "redis":
+        return RedisHistory(redis_client(gateway.config), gateway.config.state.prefix)
+    return MemoryHistory()
+
+
+async def _key_rows(gateway: Keygate) -> list[KeyStatusRow]:
+    return (await gateway.views.key_status()).keys
+
+
 class OperatorRoutes:
     """/healthz (open), /metrics (operators only: it shows every caller) and /status (filtered per token)."""
 
-    def __init__(self, gateway: Keygate, server: MCPServer, tokens: TokenRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self, gateway: Keygate, server: MCPServer, tokens: TokenRegistry, metrics: Metrics, recorder: HistoryRecorder
+    ) -> None:
         self.gateway = gateway
         self.version = server.version
         self.tokens = tokens
         self.metrics = metrics
+        self.recorder = recorder
 
     def routes(self) -> list[Route]:
         return [
@@ -159,14 +178,37 @@ class OperatorRoutes:
         owner = caller or LOCAL_OWNER
         try:
             result = await self.gateway.views.key_status(caller=owner)
+            policy = self.gateway.policies.for_token(owner)
+            models = policy.models(self.gateway.config) if policy is not None and policy.restricts_calls else None
+            charts = await self._charts(result.keys, models, owner)
         except StoreError as exc:
             return JSONResponse({"error": "store_unavailable", "message": str(exc)}, 503)
-        policy = self.gateway.policies.for_token(owner)
-        models = policy.models(self.gateway.config) if policy is not None and policy.restricts_calls else None
-        fragment = render_fragment(result.keys, self.gateway.activity, models)
+        fragment = render_fragment(result.keys, self.gateway.activity, models, charts)
         if fragment_only:
             return HTMLResponse(fragment, headers=SECURITY_HEADERS)
         return HTMLResponse(render_page(fragment), headers=SECURITY_HEADERS)
+
+    async def _charts(self, rows: list[KeyStatusRow], models: set[str] | None, owner: str) -> str:
+        """The last hour and the last days as pictures, limited to what the caller may see: its
+        policy's models, and its own usage unless it is an operator."""
+        now = time.time()
+        names = [m for m in self.gateway.config.models if models is None or m in models]
+        days = 14
+        since = time.strftime("%Y-%m-%d", time.gmtime(now - (days - 1) * 86_400))
+        everyone = not self.tokens.enabled or self.gateway.policies.is_operator(owner)
+        usage = await self.gateway.store.load_usage(since, None if everyone else owner)
+        try:
+            await self.recorder.flush()  # the pictures are current to the second
+            changes = await self.recorder.store.changes([r.key_id for r in rows])
+            minutes = await self.recorder.store.minutes(int((now - 3600) // 60))
+        except Exception as exc:
+            log.warning("status history unavailable: %s", type(exc).__name__)
+            changes, minutes = {}, {}
+        return (
+            f"<h2>Key states, last hour</h2>{key_timelines(rows, changes, now)}"
+            f"<h2>Attempts per minute</h2>{per_minute(minutes, names, now)}"
+            f"<h2>Tokens per day</h2>{tokens_per_day([u for u in usage if u.model in names], days, now)}"
+        )
 
 
 def build_http_app(
@@ -183,7 +225,9 @@ def build_http_app(
     check_bind(host, tokens)
     security = transport_security(host, settings)
     routes = mcp_routes(server, transport, security, host, gateway)
-    routes += OperatorRoutes(gateway, server, tokens, metrics).routes()
+    history = history_store(gateway)
+    recorder = HistoryRecorder(history, lambda: _key_rows(gateway))
+    routes += OperatorRoutes(gateway, server, tokens, metrics, recorder).routes()
     if settings.rest_api:
         routes += RestApi(gateway, server, metrics).routes()
     streamable = transport in ("streamable-http", "http")
@@ -192,8 +236,10 @@ def build_http_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.open()
         gateway.observe(metrics)
+        gateway.observe(recorder)
         try:
             async with anyio.create_task_group() as group:
+                group.start_soon(recorder.run)
                 if reloader is not None:
                     group.start_soon(reloader.run)
                 if streamable:

@@ -124,9 +124,11 @@ def _key_rows(rows: list[KeyStatusRow]) -> str:
     return "\n".join(out)
 
 
-def render_fragment(rows: list[KeyStatusRow], activity: Activity, models: set[str] | None = None) -> str:
+def render_fragment(
+    rows: list[KeyStatusRow], activity: Activity, models: set[str] | None = None, charts: str = ""
+) -> str:
     """The live part of the page (re-fetched by the script); attempts and fallbacks limited to `models`
-    (what the caller's policy reaches) when given."""
+    (what the caller's policy reaches) when given; `charts` (status_charts) after the key table."""
     counts = {state: sum(1 for r in rows if r.state == state) for state in STATES}
     chips = "".join(f'<span class="chip {s}" data-count="{s}">{counts[s]} {s}</span>' for s in STATES)
     attempts = activity.recent(models)[:25]
@@ -153,6 +155,7 @@ def render_fragment(rows: list[KeyStatusRow], activity: Activity, models: set[st
 <table id="keys"><thead><tr><th>provider</th><th>key id</th><th>mask</th><th>state</th><th>scope</th>
 <th>ready in</th><th>reason</th><th>requests</th><th>failures</th><th>last used (UTC)</th></tr></thead>
 <tbody>{_key_rows(rows)}</tbody></table>
+{charts}
 <h2>Recent attempts</h2>
 <table id="attempts"><thead><tr><th>time</th><th>model</th><th>key id</th><th>outcome</th><th>took</th></tr></thead>
 <tbody>{attempt_rows}</tbody></table>

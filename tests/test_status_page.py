@@ -96,6 +96,17 @@ async def test_the_page_shows_what_key_status_reports(busy_server):
     for outcome in ("rate_limited", "quota_exhausted", "auth_failed", "ok"):
         assert f'class="outcome {outcome}"' in dom.stdout
     assert re.search(r'data-ready-in="[0-9.]+">\d+ s<', dom.stdout), "no live countdown"
+    # The pictures: a timeline band per key in its state (with the reason on hover), the minute's
+    # attempts, rate limits and fallbacks, and the tokens of today.
+    timelines = dom.stdout.split('<svg id="key-timelines"')[1].split("</svg>")[0]
+    assert {m for m in re.findall(r'data-state="(\w+)"', timelines)} == {"ready", "cooling", "exhausted", "disabled"}
+    assert re.search(r"<title>[^<]*cooling[^<]*429[^<]*</title>", timelines), "no reason on a cooling band"
+    minutes = dom.stdout.split('<svg id="per-minute"')[1].split("</svg>")[0]
+    for series in ("attempts", "rate_limited", "fallbacks"):
+        assert f'data-series="{series}"' in minutes, series
+    assert "mini" in minutes and "1 fallbacks" in minutes
+    tokens = dom.stdout.split('<svg id="tokens-per-day"')[1].split("</svg>")[0]
+    assert 'data-model="big"' in tokens
     for secret in ("sim-ratelimit-page0001", "sim-quota-page000002", "sim-invalid-page00003", "sim-ok-page0000004"):
         assert secret[:12] not in dom.stdout
 

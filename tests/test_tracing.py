@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from typing import ClassVar
 
 import pytest
 from mcp import Client
@@ -47,7 +48,10 @@ async def test_a_call_and_its_attempts_are_spans_with_genai_attributes(sim, make
     assert all(s.parent is not None and s.parent.span_id == call.context.span_id for s in attempts)
     first, last = attempts[0], attempts[-1]
     assert first.attributes["gen_ai.operation.name"] == "chat" and first.attributes["gen_ai.provider.name"] == "openai"
-    assert first.attributes["gen_ai.request.model"] == "gpt-4.1-mini" and first.attributes["http.response.status_code"] == 429
+    assert (
+        first.attributes["gen_ai.request.model"] == "gpt-4.1-mini"
+        and first.attributes["http.response.status_code"] == 429
+    )
     assert first.status.status_code.name == "ERROR"
     assert last.attributes["keygate.model"] == "big" and last.attributes["gen_ai.usage.output_tokens"] > 0
     assert last.attributes["keygate.key_id"] == result.key_id
@@ -60,9 +64,9 @@ async def test_a_call_and_its_attempts_are_spans_with_genai_attributes(sim, make
 
 
 class Collector(http.server.BaseHTTPRequestHandler):
-    bodies: list[bytes] = []
+    bodies: ClassVar[list[bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         Collector.bodies.append(self.rfile.read(int(self.headers["content-length"] or 0)))
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
