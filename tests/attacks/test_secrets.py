@@ -77,3 +77,35 @@ async def test_a_key_echoed_by_the_upstream_never_reaches_any_log_line_at_debug(
     for secret in (KEY, ALICE):  # …but no 8 characters in a row of the key or the token survive
         assert not any(secret[i : i + 8] in stderr for i in range(len(secret) - 7)), secret
         assert secret[8:24] not in shown
+
+
+async def test_a_key_added_by_a_reload_is_scrubbed_like_the_first_ones(upstream, tmp_path):
+    import os
+    import signal
+    import time
+
+    first, added = "sk-first-abcdefghijklmnopqrstuvwxyz012345", "sk-added-ZYXWVUTSRQPONMLKJIHGFEDCBA987654"
+    data = {
+        "state": {"backend": "sqlite", "path": str(tmp_path / "s.db")},
+        "providers": {"echo": {"type": "openai", "base_url": upstream, "keys": ["${FIRST_KEY}"]}},
+        "models": {"mini": {"provider": "echo", "model": "gpt-4.1-mini"}},
+    }
+    config = write_toml(tmp_path / "keygate.toml", data)
+    env = {"FIRST_KEY": first, "ADDED_KEY": added}
+    server = ServerProcess(config, free_port(), env, log_level="DEBUG").wait_ready()
+    try:
+        data["providers"]["echo"]["keys"] = ["${ADDED_KEY}"]
+        write_toml(config, data)
+        os.kill(server.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "config reloaded (SIGHUP)" not in server.stderr() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        async with streamable(server.url, None) as session:
+            result = await session.call_tool("complete", {"prompt": "echo the new key"})
+            assert not result.is_error
+            rows = (await session.call_tool("key_status", {})).structured_content["keys"]
+            assert [r["mask"] for r in rows] == ["…7654"]
+    finally:
+        _code, stderr = server.stop()
+    assert "x-echo-authorization" in stderr and "config reloaded (SIGHUP)" in stderr
+    assert not any(added[i : i + 8] in stderr for i in range(len(added) - 7))
