@@ -11,6 +11,7 @@ busy for ever. Layout: `redis_layout.py`.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -84,7 +85,7 @@ class RedisKeyPool(PoolBase):
     async def records(self, provider: str | None = None) -> list[KeyRecord]:
         out: list[KeyRecord] = []
         for name, keys in self._keys.items():
-            if provider is not None and name != provider or not keys:
+            if (provider is not None and name != provider) or not keys:
                 continue
             raws = await self.redis.mget([self._names[name].record(k.key_id) for k in keys])
             out.extend(self._parse(k, raw) for k, raw in zip(keys, raws, strict=True))
@@ -191,8 +192,8 @@ class RedisKeyPool(PoolBase):
         if key is None:
             return False
         strategy = self.settings(key.provider).strategy
-        reply = await self._script(self._names[key.provider].fixed(), self._args("reset", key.provider, key_id, strategy))
-        return bool(reply)
+        args = self._args("reset", key.provider, key_id, strategy)
+        return bool(await self._script(self._names[key.provider].fixed(), args))
 
 
 def _text(value: object) -> str:
@@ -207,6 +208,4 @@ def _text(value: object) -> str:
 
 
 def _json(raw: bytes | str) -> Any:
-    import json
-
     return json.loads(raw)

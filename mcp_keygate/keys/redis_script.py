@@ -17,6 +17,7 @@ import collections
 from importlib import resources
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,6 +33,7 @@ class PoolScript:
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(SOURCE)
         self._pending: collections.deque[Call] = collections.deque(maxlen=MAX_PENDING)
+        self._replaying = anyio.Lock()
 
     async def __call__(self, keys: list[str], args: list[str]) -> Any:
         """Run the script once (after replaying what is pending)."""
@@ -51,10 +53,15 @@ class PoolScript:
         self._pending.append((keys, args))
 
     async def flush(self) -> None:
-        while self._pending:
-            keys, args = self._pending[0]
-            await self._script(keys=keys, args=args)
-            self._pending.popleft()
+        """Replay what is pending, in order (a release before the cancel that followed it), one
+        replayer at a time: the only lock here, and only while there is a backlog."""
+        if not self._pending:
+            return
+        async with self._replaying:
+            while self._pending:
+                keys, args = self._pending[0]
+                await self._script(keys=keys, args=args)
+                self._pending.popleft()
 
     @property
     def pending(self) -> int:
