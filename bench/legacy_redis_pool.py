@@ -28,8 +28,6 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mcp_keygate.errors import PoolContention
-from mcp_keygate.outcomes import Headroom, Verdict
-from mcp_keygate.store.redis_errors import redis_call
 from mcp_keygate.keys.base import Lease, Pick, PoolBase
 from mcp_keygate.keys.rules import (
     Fit,
@@ -45,6 +43,8 @@ from mcp_keygate.keys.rules import (
 )
 from mcp_keygate.keys.secret import ApiKey
 from mcp_keygate.keys.state import KeyRecord
+from mcp_keygate.outcomes import Headroom, Verdict
+from mcp_keygate.store.redis_errors import redis_call
 
 MAX_TRIES = 200
 

@@ -20,6 +20,7 @@ from mcp_keygate.keys.secret import keys_for
 from mcp_keygate.outcomes import Headroom, Outcome, Verdict
 
 OK = Verdict(Outcome.OK, 200)
+SIZES = (10, 1_000, 100_000)
 HEADROOM = Headroom(limit_requests=10**6, remaining_requests=10**6 - 1, reset_requests_s=60)
 COOL = Verdict(Outcome.RATE_LIMITED, 429, 3600.0 - 1)
 
@@ -121,10 +122,10 @@ async def _concurrent(pool: Any, tasks: int, total: int) -> float:
 def run(picks: int = 20_000) -> list[dict[str, Any]]:
     rows = []
     for strategy in ("balanced", "priority"):
-        for n in (10, 1_000, 100_000):
+        for n in SIZES:
             for cooling in (0.0, 0.5):
                 rows.append(asyncio.run(measure(n, cooling, picks, strategy)))
-    rows.extend(asyncio.run(measure_redis((10, 1_000, 100_000), min(picks, 2_000))))
+    rows.extend(asyncio.run(measure_redis(SIZES, min(picks, 2_000))))
     return rows
 
 
@@ -134,10 +135,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--redis-only", action="store_true", help="only the shared pool, old and new")
     args = parser.parse_args()
-    if args.redis_only:
-        rows = asyncio.run(measure_redis((10, 1_000, 100_000), min(args.picks, 2_000)))
-    else:
-        rows = run(args.picks)
+    rows = asyncio.run(measure_redis(SIZES, min(args.picks, 2_000))) if args.redis_only else run(args.picks)
     if args.json:
         print(json.dumps(rows))
         return
