@@ -71,7 +71,10 @@ class RedisKeyPool(PoolBase):
             return
         old: list[Any] = [None] * len(keys)
         if stored is None and keys:  # first open under hash tags: adopt the records of the old layout
-            old = await self.redis.mget([f"{self.prefix}:key:{k.key_id}" for k in keys])
+            pipe = self.redis.pipeline(transaction=False)  # one slot each (Redis Cluster): no MGET
+            for key in keys:
+                pipe.get(f"{self.prefix}:key:{key.key_id}")
+            old = await pipe.execute()
         fixed = names.fixed()
         await self._script(fixed, self._args("drop_indexes", provider))
         for start in range(0, len(keys), CHUNK):
