@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
 
 from ..errors import StoreError
@@ -136,8 +137,10 @@ class RedisKeyPool(PoolBase):
         args = self._args("acquire", provider, model, cost, settings.strategy, count, lease_id, repr(expiry), *skip)
         try:
             reply = await self._script(names.for_model(model), args)
-        except _UNREACHABLE:
-            self._script.undo_later(names.fixed(), self._args("cancel", provider, lease_id))  # it may have landed
+        except (*_UNREACHABLE, anyio.get_cancelled_exc_class()):
+            # Redis may have booked the lease without our hearing it (timeout, or the call was
+            # cancelled meanwhile): give it back with the next call, rather than when it expires.
+            self._script.undo_later(names.fixed(), self._args("cancel", provider, lease_id))
             raise
         return [*reply, lease_id]
 
