@@ -89,6 +89,9 @@ class ServerConfig(_Strict):
     session_idle_timeout_s: float = Field(1800.0, gt=0, description="an MCP session with no request ends")
     header_timeout_s: float = Field(10.0, gt=0, description="a client must send a request's headers within this")
     body_timeout_s: float = Field(30.0, gt=0, description="a client must send a request's body within this")
+    upstream_client: Literal["httpx2", "aiohttp"] = Field(
+        "httpx2", description='what carries upstream requests: httpx2, or aiohttp (pip install "mcp-keygate[aiohttp]")'
+    )
 
 
 class LimitsConfig(_Strict):
