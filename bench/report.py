@@ -127,7 +127,7 @@ def write_report(results: dict, markdown: Path, chart: Path) -> None:
 Written by `python -m bench{" --quick" if results.get("quick") else ""}` ({results["machine"]}). The bundled simulator
 answers on loopback with zero latency, in its own process; clients, servers and simulator share the
 machine. Repeated measurements are medians. Chart: `bench/results.png`; raw figures: `bench/results.json`.
-
+{"".join(f"{chr(10)}{note}{chr(10)}" for note in results.get("notes", []))}
 ## Targets
 
 {_table(["target", "goal", "measured", "verdict"], targets)}
