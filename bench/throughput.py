@@ -73,11 +73,14 @@ async def load(urls: list[str], tool: str, args: dict, clients: int, seconds: fl
     }
 
 
-def start_keygate(config: Path, port: int) -> subprocess.Popen:
+def start_keygate(config: Path, port: int, profile: Path | None = None) -> subprocess.Popen:
+    """`serve` over streamable HTTP; with `profile`, under cProfile (written when it is stopped)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10))}
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     return subprocess.Popen(
         [
             sys.executable,
+            *profiler,
             "-m",
             "mcp_keygate",
             "serve",
@@ -96,9 +99,9 @@ def start_keygate(config: Path, port: int) -> subprocess.Popen:
     )
 
 
-def write_config(path: Path, sim_base: str, state: str, json_response: bool) -> None:
+def write_config(path: Path, sim_base: str, state: str, json_response: bool, upstream_client: str = "httpx2") -> None:
     path.write_text(
-        f"{state}\n[server]\njson_response = {str(json_response).lower()}\n"
+        f'{state}\n[server]\njson_response = {str(json_response).lower()}\nupstream_client = "{upstream_client}"\n'
         f'[providers.p]\nbase_url = "{sim_base}"\nkeys = ["${{BENCH_KEYS}}"]\nstream = false\n'
         '[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
         encoding="utf-8",
@@ -160,14 +163,83 @@ def run(clients: int = 20, seconds: float = 8.0, json_response: bool = False, re
     return results
 
 
+CLIENTS = ("httpx2", "aiohttp")
+
+
+def run_clients(counts: tuple[int, ...] = (10, 20, 50), seconds: float = 6.0, profile_dir: Path | None = None) -> dict:
+    """calls/s of one keygate instance (SQLite) with each upstream client, side by side at each
+    count of MCP clients and both reply modes, interleaved so drift on a shared box hits both alike.
+    With `profile_dir`, the aiohttp runs at the lowest and highest count are also profiled."""
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp, SimProcess() as sim:
+        for clients in counts:
+            for json_response in (True, False):
+                row = results.setdefault(f"{clients} clients, {'JSON' if json_response else 'SSE'} replies", {})
+                for upstream_client in CLIENTS:
+                    config = Path(tmp) / f"{upstream_client}.toml"
+                    state = f'[state]\npath = "{Path(tmp) / (upstream_client + ".db")}"'
+                    write_config(config, sim.openai_base, state, json_response, upstream_client)
+                    profile = None
+                    if profile_dir and json_response and clients in (counts[0], counts[-1]):
+                        profile = profile_dir / f"{upstream_client}-{clients}.prof"
+                    port = free_port()
+                    proc = start_keygate(config, port, profile)
+                    try:
+                        wait_http(f"http://127.0.0.1:{port}/healthz")
+                        url = f"http://127.0.0.1:{port}"
+                        row[upstream_client] = anyio.run(load, [url], "complete", {"prompt": "hello"}, clients, seconds)
+                    finally:
+                        proc.terminate()
+                        proc.wait(timeout=30)
+    return results
+
+
+def profile_split(path: Path) -> dict[str, float]:
+    """Share of the server's own CPU time (cProfile tottime) per package."""
+    import pstats
+
+    groups = {
+        "mcp_keygate": "keygate",
+        "/mcp/": "MCP SDK",
+        "starlette": "Starlette/uvicorn/h11",
+        "uvicorn": "Starlette/uvicorn/h11",
+        "h11": "Starlette/uvicorn/h11",
+        "httpx2": "upstream client",
+        "httpcore": "upstream client",
+        "aiohttp": "upstream client",
+        "pydantic": "pydantic",
+        "anyio": "anyio/asyncio",
+        "asyncio": "anyio/asyncio",
+        "sqlite": "SQLite",
+        "json": "json",
+    }
+    totals: dict[str, float] = {}
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    for (filename, _, name), (_, _, tottime, _, _) in stats.items():
+        where = f"{filename}:{name}"
+        group = next((g for k, g in groups.items() if k in where), "other (stdlib, builtins)")
+        totals[group] = totals.get(group, 0.0) + tottime
+    whole = sum(totals.values()) or 1.0
+    return {g: round(t / whole, 3) for g, t in sorted(totals.items(), key=lambda x: -x[1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--json-response", action="store_true")
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--upstream-clients", action="store_true", help="httpx2 and aiohttp side by side at 10/20/50")
+    parser.add_argument("--profile", type=Path, help="with --upstream-clients: write cProfile files here")
     opts = parser.parse_args()
-    results = run(opts.clients, opts.seconds, opts.json_response, not opts.no_redis)
+    if opts.upstream_clients:
+        if opts.profile:
+            opts.profile.mkdir(parents=True, exist_ok=True)
+        results = run_clients(seconds=opts.seconds, profile_dir=opts.profile)
+        if opts.profile:
+            results["profile"] = {p.stem: profile_split(p) for p in sorted(opts.profile.glob("*.prof"))}
+    else:
+        results = run(opts.clients, opts.seconds, opts.json_response, not opts.no_redis)
     print(json.dumps(results, indent=2))
 
 

@@ -5,9 +5,10 @@ providers spread over the nodes. (The conversation store is not cluster-ready: s
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import time
 
-import anyio
 import pytest
 
 from mcp_keygate.keys import ApiKey, Fit, Lease, PoolSettings
@@ -19,13 +20,27 @@ from .redis_support import _free_port, redis_binary
 pytestmark = pytest.mark.anyio
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and exists too."""
+    while True:
+        port = _free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory):
     server = redis_binary()
     cli = shutil.which("redis-cli")
     if cli is None:
         pytest.skip("redis-cli is not installed (it comes with redis-server, or: apt-get install redis-tools)")
-    ports = [_free_port() for _ in range(3)]
+    ports = [_cluster_port() for _ in range(3)]
     procs = []
     for port in ports:
         workdir = tmp_path_factory.mktemp(f"cluster{port}")
@@ -34,13 +49,12 @@ def cluster_url(tmp_path_factory):
         procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         nodes = [f"127.0.0.1:{p}" for p in ports]
-        for _ in range(100):
-            if (
-                subprocess.run([cli, "-p", str(ports[-1]), "ping"], capture_output=True, text=True).stdout.strip()
-                == "PONG"
-            ):
-                break
-            anyio.run(anyio.sleep, 0.05)
+        for port in ports:  # every node answers before they are joined
+            for _ in range(200):
+                ping = subprocess.run([cli, "-p", str(port), "ping"], capture_output=True, text=True)
+                if ping.stdout.strip() == "PONG":
+                    break
+                time.sleep(0.05)
         created = subprocess.run(
             [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True,
