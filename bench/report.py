@@ -198,7 +198,7 @@ this table; too slow to measure at 100,000 keys). The last column is lease + rel
 second with 32 concurrent callers in one instance (the old pool took them in turn behind a lock).
 
 {_table(["pool", "keys", "p50", "p99", "pairs/s, 32 callers"], redis_rows)}
-{_scaleout_section(results)}
+{_scaleout_section(results)}{_upstream_clients_section(results)}
 ## Throughput over streamable HTTP (calls/s)
 
 {_table(["setting", *systems], tp_rows)}
@@ -285,6 +285,41 @@ while calls were arriving; "tail": answered in windows opened afterwards by call
 waiting (`max_wait_s` 20 s). "most in one window" above 10 would be a slot booked twice.
 
 {_table(headers, rows)}
+"""
+
+
+def _upstream_clients_section(results: dict) -> str:
+    runs = results.get("upstream_clients") or {}
+    if not runs:
+        return ""
+    rows = []
+    for setting, figures in runs.items():
+        if setting == "profile":
+            continue
+        h, a = figures["httpx2"], figures["aiohttp"]
+        ratio = a["calls_per_s"] / h["calls_per_s"]
+        p50 = f"{h['p50_ms']:.0f} / {a['p50_ms']:.0f} ms"
+        rows.append([setting, f"{h['calls_per_s']:.0f}", f"{a['calls_per_s']:.0f}", f"{ratio:.2f}×", p50])
+    profile = runs.get("profile", {})
+    groups = sorted({g for split in profile.values() for g in split if not g.startswith("idle")})
+    names = list(profile)
+    prof_rows = [[g, *(f"{profile[n].get(g, 0):.0%}" for n in names)] for g in groups]
+    prof_rows.insert(
+        0, ["idle, waiting in epoll (share of all)", *(f"{profile[n][next(iter(profile[n]))]:.0%}" for n in names)]
+    )
+    return f"""
+## Upstream client: httpx2 or aiohttp underneath
+
+`python -m bench.throughput --upstream-clients --profile DIR`: one keygate instance (SQLite) over
+streamable HTTP, its upstream requests sent by httpx2's own transport or by the aiohttp-backed
+transport (`[server] upstream_client = "aiohttp"`), alternated run by run in one invocation.
+
+{_table(["setting", "httpx2 calls/s", "aiohttp calls/s", "ratio", "p50 httpx2 / aiohttp"], rows)}
+
+Where the server's time goes (cProfile, separate runs with JSON replies; busy time by package,
+imports left out):
+
+{_table(["", *names], prof_rows)}
 """
 
 

@@ -169,58 +169,80 @@ CLIENTS = ("httpx2", "aiohttp")
 def run_clients(counts: tuple[int, ...] = (10, 20, 50), seconds: float = 6.0, profile_dir: Path | None = None) -> dict:
     """calls/s of one keygate instance (SQLite) with each upstream client, side by side at each
     count of MCP clients and both reply modes, interleaved so drift on a shared box hits both alike.
-    With `profile_dir`, the aiohttp runs at the lowest and highest count are also profiled."""
+    With `profile_dir`, extra runs (not in the figures: cProfile slows the server) at the lowest and
+    highest count write a profile of the server per client."""
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, SimProcess() as sim:
+
+        def once(clients: int, json_response: bool, upstream_client: str, profile: Path | None = None) -> dict:
+            config = Path(tmp) / f"{upstream_client}.toml"
+            state = f'[state]\npath = "{Path(tmp) / (upstream_client + ".db")}"'
+            write_config(config, sim.openai_base, state, json_response, upstream_client)
+            port = free_port()
+            proc = start_keygate(config, port, profile)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/healthz")
+                url = f"http://127.0.0.1:{port}"
+                return anyio.run(load, [url], "complete", {"prompt": "hello"}, clients, seconds)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+
         for clients in counts:
             for json_response in (True, False):
                 row = results.setdefault(f"{clients} clients, {'JSON' if json_response else 'SSE'} replies", {})
                 for upstream_client in CLIENTS:
-                    config = Path(tmp) / f"{upstream_client}.toml"
-                    state = f'[state]\npath = "{Path(tmp) / (upstream_client + ".db")}"'
-                    write_config(config, sim.openai_base, state, json_response, upstream_client)
-                    profile = None
-                    if profile_dir and json_response and clients in (counts[0], counts[-1]):
-                        profile = profile_dir / f"{upstream_client}-{clients}.prof"
-                    port = free_port()
-                    proc = start_keygate(config, port, profile)
-                    try:
-                        wait_http(f"http://127.0.0.1:{port}/healthz")
-                        url = f"http://127.0.0.1:{port}"
-                        row[upstream_client] = anyio.run(load, [url], "complete", {"prompt": "hello"}, clients, seconds)
-                    finally:
-                        proc.terminate()
-                        proc.wait(timeout=30)
+                    row[upstream_client] = once(clients, json_response, upstream_client)
+        if profile_dir:
+            for clients in (counts[0], counts[-1]):
+                for upstream_client in CLIENTS:
+                    once(clients, True, upstream_client, profile_dir / f"{upstream_client}-{clients}.prof")
     return results
 
 
+PACKAGES = {
+    "anyio": "anyio (task groups, streams)",
+    "h11": "h11 (HTTP/1.1 parsing, server and httpx2 sides)",
+    "pydantic": "pydantic (validation, serialisation)",
+    "pydantic_core": "pydantic (validation, serialisation)",
+    "mcp": "MCP SDK",
+    "httpx2": "upstream client (httpx2/httpcore2)",
+    "httpcore2": "upstream client (httpx2/httpcore2)",
+    "aiohttp": "upstream client (aiohttp)",
+    "uvicorn": "uvicorn/Starlette",
+    "starlette": "uvicorn/Starlette",
+    "sse_starlette": "uvicorn/Starlette",
+}
+
+
 def profile_split(path: Path) -> dict[str, float]:
-    """Share of the server's own CPU time (cProfile tottime) per package."""
+    """Where the server's time went (cProfile tottime): the share idle in epoll, and the busy rest
+    by package. Imports (start-up) are left out."""
     import pstats
 
-    groups = {
-        "mcp_keygate": "keygate",
-        "/mcp/": "MCP SDK",
-        "starlette": "Starlette/uvicorn/h11",
-        "uvicorn": "Starlette/uvicorn/h11",
-        "h11": "Starlette/uvicorn/h11",
-        "httpx2": "upstream client",
-        "httpcore": "upstream client",
-        "aiohttp": "upstream client",
-        "pydantic": "pydantic",
-        "anyio": "anyio/asyncio",
-        "asyncio": "anyio/asyncio",
-        "sqlite": "SQLite",
-        "json": "json",
-    }
-    totals: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    idle = 0.0
     stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     for (filename, _, name), (_, _, tottime, _, _) in stats.items():
-        where = f"{filename}:{name}"
-        group = next((g for k, g in groups.items() if k in where), "other (stdlib, builtins)")
-        totals[group] = totals.get(group, 0.0) + tottime
-    whole = sum(totals.values()) or 1.0
-    return {g: round(t / whole, 3) for g, t in sorted(totals.items(), key=lambda x: -x[1])}
+        if "select.epoll" in name:
+            idle += tottime
+            continue
+        if "importlib" in filename or name in ("<built-in method builtins.compile>", "<built-in method marshal.loads>"):
+            continue
+        if "/site-packages/" in filename:
+            group = PACKAGES.get(filename.split("/site-packages/")[1].split("/")[0], "other libraries")
+        elif "/mcp_keygate/" in filename:
+            group = "keygate"
+        elif "socket" in name and "send" in name:
+            group = "socket writes"
+        elif "pydantic_core" in name:
+            group = "pydantic (validation, serialisation)"
+        else:
+            group = "asyncio, stdlib and builtins"
+        busy[group] = busy.get(group, 0.0) + tottime
+    whole = sum(busy.values()) or 1.0
+    shares = {g: round(t / whole, 3) for g, t in sorted(busy.items(), key=lambda x: -x[1])}
+    return {"idle (epoll wait) of all": round(idle / (idle + whole), 3), **shares}
 
 
 def main() -> None:
