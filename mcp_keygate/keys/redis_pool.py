@@ -26,7 +26,7 @@ from ..outcomes import LONG_WAIT_S, Headroom, Verdict
 from ..store.redis_errors import redis_call
 from .base import Lease, Pick, PoolBase
 from .redis_layout import CHUNK, ProviderNames, fresh_json, layout_of
-from .redis_script import _UNREACHABLE, PoolScript
+from .redis_script import UNREACHABLE, PoolScript
 from .rules import Fit, PoolSettings
 from .secret import ApiKey
 from .state import KeyRecord
@@ -137,7 +137,7 @@ class RedisKeyPool(PoolBase):
         args = self._args("acquire", provider, model, cost, settings.strategy, count, lease_id, repr(expiry), *skip)
         try:
             reply = await self._script(names.for_model(model), args)
-        except (*_UNREACHABLE, anyio.get_cancelled_exc_class()):
+        except (*UNREACHABLE, anyio.get_cancelled_exc_class()):
             # Redis may have booked the lease without our hearing it (timeout, or the call was
             # cancelled meanwhile): give it back with the next call, rather than when it expires.
             self._script.undo_later(names.fixed(), self._args("cancel", provider, lease_id))

@@ -26,7 +26,7 @@ SOURCE = resources.files(__package__).joinpath("pool.lua").read_text(encoding="u
 MAX_PENDING = 100_000  # past this, the oldest are dropped (their leases expire by themselves)
 
 Call = tuple[list[str], list[str]]
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class PoolScript:
@@ -44,7 +44,7 @@ class PoolScript:
         """Run a release or cancel; when Redis cannot be reached, keep it for replay and raise."""
         try:
             return await self(keys, args)
-        except _UNREACHABLE:
+        except UNREACHABLE:
             self._pending.append((keys, args))
             raise
 
