@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from . import coldstart, compare, memory, overhead, selection, throughput
+from . import coldstart, compare, memory, overhead, scaleout, selection, throughput
 from .report import write_report
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +66,9 @@ def main() -> None:
     results["stdio"] = anyio.run(overhead.measure, 200 if args.quick else 400)
     step("exhaustion storm (20 keys × 10 rpm, 2.4× demand)")
     results["storm"] = anyio.run(compare.storm, 70.0 if args.quick else 130.0)
+    step("three instances on one Redis: exhaustion storm")
+    results["scaleout_seconds"] = 60.0 if args.quick else 120.0
+    results["scaleout"] = scaleout.run(results["scaleout_seconds"])
     step("quota (5 of 10 keys out of quota)")
     results["quota"] = anyio.run(compare.quota, 10.0 if args.quick else 30.0)
     step("cold start over stdio, LiteLLM import")

@@ -84,6 +84,7 @@ def write_report(results: dict, markdown: Path, chart: Path) -> None:
             _verdict(worst_100k < 50),
         ],
         ["RSS idle", "≤ 90 MB", f"{mem['idle_mb']:.0f} MB", _verdict(mem["idle_mb"] <= 90)],
+        *_scaleout_targets(results),
     ]
     storm_rows = [
         [
@@ -104,6 +105,18 @@ def write_report(results: dict, markdown: Path, chart: Path) -> None:
     selection_rows = [
         [r["strategy"], f"{r['keys']:,}", f"{r['cooling']:.0%}", f"{r['p50_us']:.1f} µs", f"{r['p99_us']:.1f} µs"]
         for r in selection
+        if "Redis" not in r["strategy"]
+    ]
+    redis_rows = [
+        [
+            r["strategy"],
+            f"{r['keys']:,}",
+            f"{r['p50_us']:.0f} µs",
+            f"{r['p99_us']:.0f} µs",
+            f"{r['concurrent_leases_per_s']:.0f}",
+        ]
+        for r in selection
+        if "Redis" in r["strategy"]
     ]
     tp = results["throughput"]
     systems = list(next(iter(tp.values())))
@@ -114,7 +127,7 @@ def write_report(results: dict, markdown: Path, chart: Path) -> None:
 Written by `python -m bench{" --quick" if results.get("quick") else ""}` ({results["machine"]}). The bundled simulator
 answers on loopback with zero latency, in its own process; clients, servers and simulator share the
 machine. Repeated measurements are medians. Chart: `bench/results.png`; raw figures: `bench/results.json`.
-
+{"".join(f"{chr(10)}{note}{chr(10)}" for note in results.get("notes", []))}
 ## Targets
 
 {_table(["target", "goal", "measured", "verdict"], targets)}
@@ -174,12 +187,18 @@ upstream had already announced for it (retry-after of a 429, or after an out-of-
 ## Key selection
 
 One `acquire` (release not timed); half the keys cooling means they were cooled by real calls and
-are parked by the index. The in-process pool reads a handful of keys whatever the pool's size. The
-Redis pool (several instances) reads every key of the provider in its lease transaction, so its
-cost grows with the pool: fine for hundreds of keys, not for 100,000.
+are parked by the index. The in-process pool reads a handful of keys whatever the pool's size.
 
 {_table(["strategy", "keys", "cooling", "p50", "p99"], selection_rows)}
 
+The shared pool, on a local redis-server: one lease is one script call that reads the few keys at
+the front of the model's index (new), where it was a WATCH transaction reading every key of the
+provider and retried whenever any of them changed (old, kept in `bench/legacy_redis_pool.py` for
+this table; too slow to measure at 100,000 keys). The last column is lease + release pairs per
+second with 32 concurrent callers in one instance (the old pool took them in turn behind a lock).
+
+{_table(["pool", "keys", "p50", "p99", "pairs/s, 32 callers"], redis_rows)}
+{_scaleout_section(results)}{_upstream_clients_section(results)}
 ## Throughput over streamable HTTP (calls/s)
 
 {_table(["setting", *systems], tp_rows)}
@@ -207,6 +226,101 @@ Own overhead over stdio (complete − direct − echo round trip), p50: {stdio:.
 """
     markdown.write_text(text, encoding="utf-8")
     _chart(results, chart)
+
+
+def _scaleout_targets(results: dict) -> list[list[str]]:
+    rows = []
+    redis_p99 = [r["p99_us"] for r in results["selection"] if r["strategy"].startswith("Redis, one script")]
+    if redis_p99:
+        worst = max(redis_p99)
+        rows.append(
+            ["shared (Redis) pool lease p99 at 10 to 100,000 keys", "< 1 ms", f"{worst:.0f} µs", _verdict(worst < 1000)]
+        )
+    storm = results.get("scaleout") or {}
+    if storm:
+        bad = sum(v["429s_received"] + v["on_keys_known_unusable"] for v in storm.values())
+        doubled = max(v["most_in_one_window"] for v in storm.values()) > 10
+        share = min(v["share_of_capacity"] for v in storm.values())
+        rows.append(
+            [
+                "three instances on one Redis, storm: 429s + requests on keys known unusable",
+                "0",
+                str(bad),
+                _verdict(bad == 0),
+            ]
+        )
+        rows.append(["… a window slot booked twice", "never", "yes" if doubled else "never", _verdict(not doubled)])
+        rows.append(["… answered ÷ true capacity", "≥ 0.95", f"{share:.3f}", _verdict(share >= 0.95)])
+    return rows
+
+
+def _scaleout_section(results: dict) -> str:
+    storm = results.get("scaleout") or {}
+    if not storm:
+        return ""
+    seconds = results.get("scaleout_seconds", 120)
+    rows = [
+        [
+            name,
+            v["calls"],
+            v["answered"],
+            v["429s_received"],
+            v["on_keys_known_unusable"],
+            v["most_in_one_window"],
+            f"{v['answered_in_capacity']} / {v['capacity']}",
+            v["tail"],
+            v["leases_left_in_flight"],
+        ]
+        for name, v in storm.items()
+    ]
+    headers = ["keygate, 3 instances", "calls", "answered", "429s", "on keys known unusable", "most in one window"]
+    headers += ["answered / capacity", "tail", "leases left"]
+    return f"""
+## Three instances, one Redis: exhaustion storm
+
+`python -m bench.scaleout`: 20 keys × 10 rpm (simulator windows: from a key's first request, again
+from the first request after it ends), calls at 2.4× capacity spread over three `Keygate`
+processes that share only a redis-server, for {seconds:g} s. Capacity: 10 per window each key opened
+while calls were arriving; "tail": answered in windows opened afterwards by calls still
+waiting (`max_wait_s` 20 s). "most in one window" above 10 would be a slot booked twice.
+
+{_table(headers, rows)}
+"""
+
+
+def _upstream_clients_section(results: dict) -> str:
+    runs = results.get("upstream_clients") or {}
+    if not runs:
+        return ""
+    rows = []
+    for setting, figures in runs.items():
+        if setting == "profile":
+            continue
+        h, a = figures["httpx2"], figures["aiohttp"]
+        ratio = a["calls_per_s"] / h["calls_per_s"]
+        p50 = f"{h['p50_ms']:.0f} / {a['p50_ms']:.0f} ms"
+        rows.append([setting, f"{h['calls_per_s']:.0f}", f"{a['calls_per_s']:.0f}", f"{ratio:.2f}×", p50])
+    profile = runs.get("profile", {})
+    groups = sorted({g for split in profile.values() for g in split if not g.startswith("idle")})
+    names = list(profile)
+    prof_rows = [[g, *(f"{profile[n].get(g, 0):.0%}" for n in names)] for g in groups]
+    prof_rows.insert(
+        0, ["idle, waiting in epoll (share of all)", *(f"{profile[n][next(iter(profile[n]))]:.0%}" for n in names)]
+    )
+    return f"""
+## Upstream client: httpx2 or aiohttp underneath
+
+`python -m bench.throughput --upstream-clients --profile DIR`: one keygate instance (SQLite) over
+streamable HTTP, its upstream requests sent by httpx2's own transport or by the aiohttp-backed
+transport (`[server] upstream_client = "aiohttp"`), alternated run by run in one invocation.
+
+{_table(["setting", "httpx2 calls/s", "aiohttp calls/s", "ratio", "p50 httpx2 / aiohttp"], rows)}
+
+Where the server's time goes (cProfile, separate runs with JSON replies; busy time by package,
+imports left out):
+
+{_table(["", *names], prof_rows)}
+"""
 
 
 def _short(name: str) -> str:

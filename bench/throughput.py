@@ -73,11 +73,14 @@ async def load(urls: list[str], tool: str, args: dict, clients: int, seconds: fl
     }
 
 
-def start_keygate(config: Path, port: int) -> subprocess.Popen:
+def start_keygate(config: Path, port: int, profile: Path | None = None) -> subprocess.Popen:
+    """`serve` over streamable HTTP; with `profile`, under cProfile (written when it is stopped)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10))}
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     return subprocess.Popen(
         [
             sys.executable,
+            *profiler,
             "-m",
             "mcp_keygate",
             "serve",
@@ -96,9 +99,9 @@ def start_keygate(config: Path, port: int) -> subprocess.Popen:
     )
 
 
-def write_config(path: Path, sim_base: str, state: str, json_response: bool) -> None:
+def write_config(path: Path, sim_base: str, state: str, json_response: bool, upstream_client: str = "httpx2") -> None:
     path.write_text(
-        f"{state}\n[server]\njson_response = {str(json_response).lower()}\n"
+        f'{state}\n[server]\njson_response = {str(json_response).lower()}\nupstream_client = "{upstream_client}"\n'
         f'[providers.p]\nbase_url = "{sim_base}"\nkeys = ["${{BENCH_KEYS}}"]\nstream = false\n'
         '[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
         encoding="utf-8",
@@ -160,14 +163,105 @@ def run(clients: int = 20, seconds: float = 8.0, json_response: bool = False, re
     return results
 
 
+CLIENTS = ("httpx2", "aiohttp")
+
+
+def run_clients(counts: tuple[int, ...] = (10, 20, 50), seconds: float = 6.0, profile_dir: Path | None = None) -> dict:
+    """calls/s of one keygate instance (SQLite) with each upstream client, side by side at each
+    count of MCP clients and both reply modes, interleaved so drift on a shared box hits both alike.
+    With `profile_dir`, extra runs (not in the figures: cProfile slows the server) at the lowest and
+    highest count write a profile of the server per client."""
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp, SimProcess() as sim:
+
+        def once(clients: int, json_response: bool, upstream_client: str, profile: Path | None = None) -> dict:
+            config = Path(tmp) / f"{upstream_client}.toml"
+            state = f'[state]\npath = "{Path(tmp) / (upstream_client + ".db")}"'
+            write_config(config, sim.openai_base, state, json_response, upstream_client)
+            port = free_port()
+            proc = start_keygate(config, port, profile)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/healthz")
+                url = f"http://127.0.0.1:{port}"
+                return anyio.run(load, [url], "complete", {"prompt": "hello"}, clients, seconds)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+        for clients in counts:
+            for json_response in (True, False):
+                row = results.setdefault(f"{clients} clients, {'JSON' if json_response else 'SSE'} replies", {})
+                for upstream_client in CLIENTS:
+                    row[upstream_client] = once(clients, json_response, upstream_client)
+        if profile_dir:
+            for clients in (counts[0], counts[-1]):
+                for upstream_client in CLIENTS:
+                    once(clients, True, upstream_client, profile_dir / f"{upstream_client}-{clients}.prof")
+    return results
+
+
+PACKAGES = {
+    "anyio": "anyio (task groups, streams)",
+    "h11": "h11 (HTTP/1.1 parsing, server and httpx2 sides)",
+    "pydantic": "pydantic (validation, serialisation)",
+    "pydantic_core": "pydantic (validation, serialisation)",
+    "mcp": "MCP SDK",
+    "httpx2": "upstream client (httpx2/httpcore2)",
+    "httpcore2": "upstream client (httpx2/httpcore2)",
+    "aiohttp": "upstream client (aiohttp)",
+    "uvicorn": "uvicorn/Starlette",
+    "starlette": "uvicorn/Starlette",
+    "sse_starlette": "uvicorn/Starlette",
+}
+
+
+def profile_split(path: Path) -> dict[str, float]:
+    """Where the server's time went (cProfile tottime): the share idle in epoll, and the busy rest
+    by package. Imports (start-up) are left out."""
+    import pstats
+
+    busy: dict[str, float] = {}
+    idle = 0.0
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    for (filename, _, name), (_, _, tottime, _, _) in stats.items():
+        if "select.epoll" in name:
+            idle += tottime
+            continue
+        if "importlib" in filename or name in ("<built-in method builtins.compile>", "<built-in method marshal.loads>"):
+            continue
+        if "/site-packages/" in filename:
+            group = PACKAGES.get(filename.split("/site-packages/")[1].split("/")[0], "other libraries")
+        elif "/mcp_keygate/" in filename:
+            group = "keygate"
+        elif "socket" in name and "send" in name:
+            group = "socket writes"
+        elif "pydantic_core" in name:
+            group = "pydantic (validation, serialisation)"
+        else:
+            group = "asyncio, stdlib and builtins"
+        busy[group] = busy.get(group, 0.0) + tottime
+    whole = sum(busy.values()) or 1.0
+    shares = {g: round(t / whole, 3) for g, t in sorted(busy.items(), key=lambda x: -x[1])}
+    return {"idle (epoll wait) of all": round(idle / (idle + whole), 3), **shares}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--json-response", action="store_true")
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--upstream-clients", action="store_true", help="httpx2 and aiohttp side by side at 10/20/50")
+    parser.add_argument("--profile", type=Path, help="with --upstream-clients: write cProfile files here")
     opts = parser.parse_args()
-    results = run(opts.clients, opts.seconds, opts.json_response, not opts.no_redis)
+    if opts.upstream_clients:
+        if opts.profile:
+            opts.profile.mkdir(parents=True, exist_ok=True)
+        results = run_clients(seconds=opts.seconds, profile_dir=opts.profile)
+        if opts.profile:
+            results["profile"] = {p.stem: profile_split(p) for p in sorted(opts.profile.glob("*.prof"))}
+    else:
+        results = run(opts.clients, opts.seconds, opts.json_response, not opts.no_redis)
     print(json.dumps(results, indent=2))
 
 

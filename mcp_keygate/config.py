@@ -95,6 +95,9 @@ class ServerConfig(_Strict):
     resume_buffer_mb: float = Field(32.0, gt=0, description="memory the kept events may use (without Redis)")
     retry_ms: int = Field(2000, gt=0, description="how soon a client whose stream dropped should reconnect")
     rest_api: bool = Field(True, description="serve /v1/chat/completions, /v1/models and /v1/presets too")
+    upstream_client: Literal["httpx2", "aiohttp"] = Field(
+        "httpx2", description='what carries upstream requests: httpx2, or aiohttp (pip install "mcp-keygate[aiohttp]")'
+    )
 
 
 class LimitsConfig(_Strict):

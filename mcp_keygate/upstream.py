@@ -2,7 +2,8 @@
 
 httpx2 checks every pooled connection on each request, so with 64 connections in one pool that
 check costs more than the whole router; eight pools of up to 64 keep it small. The clients are
-made on first use: TLS set-up costs ~40 ms that a stdio start need not pay.
+made on first use: TLS set-up costs ~40 ms that a stdio start need not pay. With `[server]
+upstream_client = "aiohttp"` one client sends through aiohttp instead (`upstream_aiohttp.py`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,16 @@ class UpstreamClients:
         timeout = max((p.timeout_s for p in providers), default=60.0)
         connect = max((p.connect_timeout_s for p in providers), default=10.0)
         tls = httpx2.create_ssl_context()  # shared: one TLS set-up for every pool
-        pools = 1 if self._transport is not None else UPSTREAM_POOLS
+        transport = self._transport
+        if transport is None and self._config.server.upstream_client == "aiohttp":
+            transport = _aiohttp_transport(tls)  # one aiohttp pool: it has no per-request pool scan
+        pools = 1 if transport is not None else UPSTREAM_POOLS
         return [
             httpx2.AsyncClient(
                 timeout=httpx2.Timeout(timeout, connect=connect),
                 follow_redirects=False,
                 limits=httpx2.Limits(max_connections=64, max_keepalive_connections=16),
-                transport=self._transport,
+                transport=transport,
                 trust_env=False,
                 verify=tls,
             )
@@ -55,3 +59,15 @@ class UpstreamClients:
         clients, self._clients = self._clients, []
         for client in clients:
             await client.aclose()
+
+
+def _aiohttp_transport(tls: object) -> httpx2.AsyncBaseTransport:
+    """The aiohttp-backed transport (`upstream_aiohttp.py`), or one line saying what to install."""
+    try:
+        from .upstream_aiohttp import AiohttpTransport
+    except ImportError:
+        from .errors import KeygateError
+
+        needs = '[server] upstream_client = "aiohttp" needs aiohttp: pip install "mcp-keygate[aiohttp]"'
+        raise KeygateError(needs) from None
+    return AiohttpTransport(max_connections=UPSTREAM_POOLS * 64, ssl=tls)

@@ -37,15 +37,33 @@ def pool_settings(config: Config) -> dict[str, PoolSettings]:
     }
 
 
+# A Redis that stops answering fails a call within seconds rather than hanging it (a URL's own
+# `?socket_timeout=` wins).
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_TIMEOUT_S = 3.0
+
+
 def redis_client(config: Config, env: Mapping[str, str] | None = None) -> Redis:
-    """A client for `[state] url` (not connected yet); StoreError when the `redis` extra is missing."""
+    """A client for `[state] url` (not connected yet); StoreError when the `redis` extra is missing.
+
+    A command is retried once, at once, only when the connection failed (a pooled connection that
+    died with a Redis restart is replaced); never after a timeout, when Redis may have run it.
+    """
     try:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
     except ImportError:
         raise StoreError('the redis backend needs the Redis client: pip install "mcp-keygate[redis]"') from None
     url = config.state.redis_url(env)
     try:
-        return Redis.from_url(url)
+        return Redis.from_url(
+            url,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
     except ValueError as exc:
         raise StoreError(f"[state] url is not a usable Redis URL ({exc}); e.g. redis://localhost:6379/0") from None
 

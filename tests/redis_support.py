@@ -35,10 +35,13 @@ def redis_binary() -> str:
     return binary
 
 
-def start_redis(workdir, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """A redis-server of the test's own on loopback (no persistence), once it answers PING."""
+def start_redis(workdir, port: int | None = None, appendonly: bool = False) -> tuple[subprocess.Popen, str]:
+    """A redis-server of the test's own on loopback, once it answers PING: no persistence, or with
+    `appendonly` every write on disk before it is acknowledged (appendfsync always) in `workdir`,
+    where a server started again on the same port and directory finds it."""
     port = port or _free_port()
-    command = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+    command = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence]
     proc = subprocess.Popen(
         [*command, "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,

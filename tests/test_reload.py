@@ -16,6 +16,7 @@ import pytest
 from mcp import Client
 
 from .conftest import REPO, server_params, write_toml
+from .redis_support import unique_prefix
 from .servers import ServerProcess, free_port, streamable
 
 pytestmark = pytest.mark.anyio
@@ -52,8 +53,12 @@ async def eventually(check, timeout: float = 10.0):
         await anyio.sleep(0.2)
 
 
-async def test_stdio_follows_its_config_file_keeping_key_state_and_telling_the_client(sim, tmp_path):
-    path = write_toml(tmp_path / "keygate.toml", config_data(sim, [RATE, GOOD], {"summarize": SUMMARIZE}))
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_stdio_follows_its_config_file_keeping_key_state_and_telling_the_client(sim, tmp_path, backend, request):
+    state = {"backend": "memory"}
+    if backend == "redis":
+        state = {"backend": "redis", "url": request.getfixturevalue("redis_url"), "prefix": unique_prefix()}
+    path = write_toml(tmp_path / "keygate.toml", config_data(sim, [RATE, GOOD], {"summarize": SUMMARIZE}, state))
     changed: list[str] = []
 
     async def on_message(message) -> None:
@@ -67,7 +72,7 @@ async def test_stdio_follows_its_config_file_keeping_key_state_and_telling_the_c
         assert [a["outcome"] for a in first.structured_content["attempts"]] == ["rate_limited", "ok"]
         rate_id = first.structured_content["attempts"][0]["key_id"]
 
-        rewrite(path, config_data(sim, [RATE, NEW], {"summarize": SUMMARIZE, "translate": TRANSLATE}))
+        rewrite(path, config_data(sim, [RATE, NEW], {"summarize": SUMMARIZE, "translate": TRANSLATE}, state))
 
         async def told() -> bool:
             return "notifications/tools/list_changed" in changed and "notifications/prompts/list_changed" in changed

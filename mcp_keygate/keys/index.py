@@ -5,13 +5,17 @@ leased first (balanced), next in turn (round_robin), lowest index (priority). A 
 is parked in a heap until its hold ends, and comes back — as the half-open probe — when it does.
 A pick therefore costs a handful of steps whether the provider has ten keys or a hundred thousand.
 The decisions themselves stay in `rules.py`; the index only chooses whom to ask.
+
+The shared pool keeps the same index in Redis (`pool.lua`: a sorted set of ready keys per
+(provider, model), one of parked keys scored by when they wake), so both pools look at the same
+keys in the same order: keys parked until the same moment wake in key-id order, as a sorted set
+orders them.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -27,13 +31,12 @@ class KeyIndex:
         self._sorted: list[int] = sorted(k.index for k in keys) if self._priority else []
         self._by_index = {k.index: k for k in keys}
         self._parked: dict[str, float] = {}  # key id → until (inf: until an operator reset)
-        self._heap: list[tuple[float, int, str]] = []
-        self._seq = itertools.count()
+        self._heap: list[tuple[float, str]] = []
 
     def wake(self, now: float) -> None:
         """Bring back the parked keys whose time has come."""
         while self._heap and self._heap[0][0] <= now:
-            until, _, key_id = heapq.heappop(self._heap)
+            until, key_id = heapq.heappop(self._heap)
             if self._parked.get(key_id) == until:
                 self.unpark(key_id)
 
@@ -58,7 +61,15 @@ class KeyIndex:
             del self._sorted[position]
         self._parked[key_id] = until
         if until != math.inf:
-            heapq.heappush(self._heap, (until, next(self._seq), key_id))
+            heapq.heappush(self._heap, (until, key_id))
+
+    def first_parked(self) -> float | None:
+        """When the first parked key wakes (inf: every parked key waits for a reset; None: none parked)."""
+        if not self._parked:
+            return None
+        while self._heap and self._parked.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)  # stale: unparked, or parked again since
+        return self._heap[0][0] if self._heap else math.inf
 
     def unpark(self, key_id: str) -> None:
         """Make a parked key a candidate again (its hold ended, or an operator reset it)."""

@@ -8,6 +8,7 @@ are one atomic step. The rules themselves are in `rules.py`, shared with the Red
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -22,7 +23,6 @@ from .rules import (
     apply_verdict,
     charge_lease,
     choose,
-    earliest_ready,
     no_lease,
     rate,
     reset_record,
@@ -36,8 +36,11 @@ if TYPE_CHECKING:
     from ..store.base import Store
 
 
-# A pick weighs this many usable keys from the front of the index (all of them in a small pool).
+# A pick weighs this many usable keys from the front of the index (all of them in a small pool),
+# and looks at no more than MAX_SCAN keys (busy or held ones included): cut short, it says BUSY
+# (look again in a moment), and the held keys it met are parked by then.
 USABLE_PER_PICK = 8
+MAX_SCAN = 1000
 
 
 class LocalKeyPool(PoolBase):
@@ -98,7 +101,8 @@ class LocalKeyPool(PoolBase):
     async def acquire(self, provider: str, model: str, exclude: Iterable[str] = (), cost: int = 0) -> Pick:
         """Lease the best usable key for (provider, model), or say why none can be leased now.
 
-        `cost` is the request's estimated tokens, charged to the key's budget if it has one.
+        `cost` is the request's estimated tokens, charged to the key's budget if it has one. The
+        shared pool's script (`pool.lua`) makes exactly these steps, in this order.
         """
         keys = self._keys.get(provider) or []
         if not keys:
@@ -111,38 +115,38 @@ class LocalKeyPool(PoolBase):
         candidates: list[Candidate] = []
         held: list[str] = []
         usable = 0
-        for key in index.scan():
-            if key.key_id in skip:
-                continue
-            slot = (key.key_id, model)
-            rated = rate(
-                key.key_id,
-                key.index,
-                self._records[key.key_id],
-                model,
-                now,
-                self._in_flight.get(slot, 0),
-                slot in self._probing,
-                cost,
-            )
-            if rated.fit is Fit.HELD:
-                held.append(key.key_id)
-                continue
-            candidates.append(rated)
-            if rated.fit is not Fit.BUSY:
-                usable += 1
-                if usable >= USABLE_PER_PICK:
-                    break
+        cut = True
+        for seen, key in enumerate(index.scan(), 1):
+            if key.key_id not in skip:
+                slot = (key.key_id, model)
+                record = self._records[key.key_id]
+                rated = rate(
+                    key.key_id, key.index, record, model, now, self._in_flight.get(slot, 0), slot in self._probing, cost
+                )
+                if rated.fit is Fit.HELD:
+                    held.append(key.key_id)
+                else:
+                    candidates.append(rated)
+                    usable += rated.fit is not Fit.BUSY
+                    if usable >= USABLE_PER_PICK:
+                        cut = False
+                        break
+            if seen >= MAX_SCAN:
+                break
+        else:
+            cut = False
         for key_id in held:
             wait = wait_for(self._records[key_id], model, now)
             if wait > 0:  # else only this request is too big for the key's budget: keep it for smaller ones
                 index.park(key_id, now + wait)
         chosen = choose(strategy, candidates, self._cursor.get(provider, 0), len(keys))
         if chosen is None:
-            return no_lease(candidates)
-        key = keys[chosen.index]
+            return Fit.BUSY if cut else no_lease(candidates)
+        return self._lease(keys[chosen.index], chosen, index, model, now, cost)
+
+    def _lease(self, key: ApiKey, chosen: Candidate, index: KeyIndex, model: str, now: float, cost: int) -> Lease:
         index.leased(key.key_id)
-        self._cursor[provider] = (chosen.index + 1) % len(keys)
+        self._cursor[key.provider] = (chosen.index + 1) % len(self._keys[key.provider])
         self._in_flight[(key.key_id, model)] = chosen.in_flight + 1
         probe = chosen.fit is Fit.PROBE
         if probe:
@@ -160,9 +164,35 @@ class LocalKeyPool(PoolBase):
         return index
 
     async def ready_in(self, provider: str, model: str) -> float | None:
-        """Seconds until some key can serve (provider, model): 0 now, None if none ever will."""
-        records = [self._records[k.key_id] for k in self._keys.get(provider) or []]
-        return earliest_ready(records, model, self._clock())
+        """Seconds until some key can serve (provider, model): 0 now, None if none ever will.
+
+        Asked of the index, like a pick (held keys found on the way are parked), so a failed call
+        costs a handful of steps at any pool size; `rules.earliest_ready` is the same answer read
+        from every record.
+        """
+        keys = self._keys.get(provider) or []
+        if not keys:
+            return None
+        now = self._clock()
+        index = self._index(provider, model, self.settings(provider).strategy)
+        index.wake(now)
+        held: list[tuple[str, float]] = []
+        found = False
+        for seen, key in enumerate(index.scan(), 1):
+            wait = wait_for(self._records[key.key_id], model, now)
+            if wait == 0:
+                found = True
+                break
+            held.append((key.key_id, wait))
+            if seen >= MAX_SCAN:
+                found = True  # cut short: say "now" and let the pick find out
+                break
+        for key_id, wait in held:
+            index.park(key_id, now + wait)
+        if found:
+            return 0.0
+        first = index.first_parked()
+        return None if first is None or first == math.inf else first - now
 
     # -- learning ---------------------------------------------------------------------------
 

@@ -1,49 +1,37 @@
 """The key pool shared by several instances through Redis.
 
-Every instance sees a change at once: there is no local copy of key state. A lease and a state
-transition are each one optimistic transaction (WATCH the records and the lease set, decide with
-the same rules as the in-process pool, MULTI/EXEC; retry if another instance got there first), so
-two instances never hand out the last request of a window twice. Leases carry an expiry, so a
-crashed instance cannot keep a key busy for ever.
-
-Layout (prefix P): `P:key:<key_id>` a key's record (JSON), `P:keys` the set of key ids,
-`P:leases:<provider>` live leases (sorted set, score = expiry), `P:cursor:<provider>` round-robin.
+Every decision is made inside Redis by one script call (`pool.lua`, the rules of `rules.py` and
+the index of `index.py` written once more): a lease reads the few keys at the front of the
+model's index, whatever the pool's size, and is atomic — two instances, or two calls of one
+instance, never book the same last request of a window, and nothing is retried because some
+other key changed. There is no local lock and no local copy of key state: concurrent calls of
+one instance lease concurrently. Leases carry an expiry, so a crashed instance cannot keep a key
+busy for ever. Layout: `redis_layout.py`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
-from ..errors import PoolContention
-from ..outcomes import Headroom, Verdict
+from ..errors import StoreError
+from ..outcomes import LONG_WAIT_S, Headroom, Verdict
 from ..store.redis_errors import redis_call
 from .base import Lease, Pick, PoolBase
-from .rules import (
-    Fit,
-    PoolSettings,
-    apply_verdict,
-    candidates_for,
-    charge_lease,
-    choose,
-    earliest_ready,
-    no_lease,
-    reset_record,
-    settle_tokens,
-)
+from .redis_layout import CHUNK, ProviderNames, fresh_json, layout_of
+from .redis_script import UNREACHABLE, PoolScript
+from .rules import Fit, PoolSettings
 from .secret import ApiKey
 from .state import KeyRecord
 
-MAX_TRIES = 200
+_FITS = {"busy": Fit.BUSY, "held": Fit.HELD}
 
 
 class RedisKeyPool(PoolBase):
@@ -59,71 +47,66 @@ class RedisKeyPool(PoolBase):
         super().__init__(keys, settings, clock)
         self.redis = redis
         self.prefix = prefix
-        self._by_id = {k.key_id: k for ks in keys.values() for k in ks}
         self.lease_ttl_s = lease_ttl_s
-        # Calls of this instance take turns to lease (cheap, local): optimistic transactions then only
-        # race with other instances, not with each other.
-        self._acquire_locks = {provider: anyio.Lock() for provider in keys}
-        self._parsed: dict[str, tuple[Any, KeyRecord]] = {}
+        self._by_id = {k.key_id: k for ks in keys.values() for k in ks}
+        self._names = {provider: ProviderNames(prefix, provider) for provider in keys}
+        self._script = PoolScript(redis)
 
-    # -- names ------------------------------------------------------------------------------
-
-    def _record_key(self, key_id: str) -> str:
-        return f"{self.prefix}:key:{key_id}"
-
-    def _leases_key(self, provider: str) -> str:
-        return f"{self.prefix}:leases:{provider}"
-
-    def _parse_cached(self, key: ApiKey, raw: Any) -> KeyRecord:
-        """The record for `raw`, parsed once per distinct value (a pick reads every key; most did not
-        change since the last pick). Read-only: change a `_parse` copy instead."""
-        cached = self._parsed.get(key.key_id)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        record = self._parse(key, raw)
-        self._parsed[key.key_id] = (raw, record)
-        return record
-
-    def _parse(self, key: ApiKey, raw: Any) -> KeyRecord:
-        if not raw:
-            return self.fresh(key)
-        record = KeyRecord.from_dict(json.loads(raw))
-        record.mask, record.budget = key.mask, key.budget  # this instance's config, not what Redis holds
-        return record
+    def _args(self, op: str, provider: str, *rest: object) -> list[str]:
+        return [op, self._names[provider].base, repr(float(self._clock())), provider, *map(_text, rest)]
 
     # -- state in and out -------------------------------------------------------------------
 
     @redis_call
     async def open(self, store: Any = None) -> None:
-        """Make every configured key visible (to `status` and the other instances)."""
-        pipe = self.redis.pipeline(transaction=True)
-        for key in self._by_id.values():
-            pipe.set(self._record_key(key.key_id), json.dumps(self.fresh(key).to_dict()), nx=True)
-            pipe.sadd(f"{self.prefix}:keys", key.key_id)
-        await pipe.execute()
-        # A budget changed in the config reaches the stored record now (what `status` reads), not at
-        # the key's next write.
-        keys = list(self._by_id.values())
-        raws = await self.redis.mget([self._record_key(k.key_id) for k in keys])
-        for key, raw in zip(keys, raws, strict=True):
-            if raw and KeyRecord.from_dict(json.loads(raw)).budget != key.budget:
-                await self._update(key, lambda record, now: None, None)
+        """Make the key list in Redis match the configuration (visible to `status` and the other
+        instances); records already there keep their state, and take the configured budget."""
+        for provider, keys in self._keys.items():
+            await self._open_provider(provider, keys)
+
+    async def _open_provider(self, provider: str, keys: list[ApiKey]) -> None:
+        names = self._names[provider]
+        layout = layout_of(keys, self.settings(provider).strategy)
+        stored = await self.redis.get(names.layout)
+        if stored is not None and _text(stored) == layout and await self.redis.exists(names.fixed()[0]):
+            return
+        old: list[Any] = [None] * len(keys)
+        if stored is None and keys:  # first open under hash tags: adopt the records of the old layout
+            pipe = self.redis.pipeline(transaction=False)  # one slot each (Redis Cluster): no MGET
+            for key in keys:
+                pipe.get(f"{self.prefix}:key:{key.key_id}")
+            old = await pipe.execute()
+        fixed = names.fixed()
+        await self._script(fixed, self._args("drop_indexes", provider))
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start : start + CHUNK]
+            args = [x for i, k in enumerate(chunk, start) for x in (k.key_id, k.index, fresh_json(k, old[i]))]
+            await self._script(fixed, self._args("add_keys", provider, *args))
+            await self.redis.sadd(f"{self.prefix}:keys", *(k.key_id for k in chunk))
+        await self.redis.set(names.layout, layout)
 
     async def reconfigure(self, keys: dict[str, list[ApiKey]], settings: dict[str, PoolSettings]) -> None:
         """A reloaded config's keys: the state of every key lives in Redis under its id, so keys still
         configured keep it, new ones are listed fresh, removed ones are no longer leased."""
         self._keys, self._settings = keys, settings
         self._by_id = {k.key_id: k for ks in keys.values() for k in ks}
-        self._acquire_locks = {provider: self._acquire_locks.get(provider) or anyio.Lock() for provider in keys}
+        self._names = {provider: ProviderNames(self.prefix, provider) for provider in keys}
         await self.open()
 
     @redis_call
     async def records(self, provider: str | None = None) -> list[KeyRecord]:
-        keys = [k for name, ks in self._keys.items() if provider is None or name == provider for k in ks]
-        if not keys:
-            return []
-        raws = await self.redis.mget([self._record_key(k.key_id) for k in keys])
-        return [self._parse(k, raw) for k, raw in zip(keys, raws, strict=True)]
+        out: list[KeyRecord] = []
+        for name, keys in self._keys.items():
+            if (provider is not None and name != provider) or not keys:
+                continue
+            raws = await self.redis.mget([self._names[name].record(k.key_id) for k in keys])
+            out.extend(self._parse(k, raw) for k, raw in zip(keys, raws, strict=True))
+        return out
+
+    def _parse(self, key: ApiKey, raw: Any) -> KeyRecord:
+        record = self.fresh(key) if not raw else KeyRecord.from_dict(_json(raw))
+        record.mask, record.budget = key.mask, key.budget  # this instance's config, not what Redis holds
+        return record
 
     def take_dirty(self, state_changes_only: bool = False) -> list[KeyRecord]:
         return []  # every change is already in Redis
@@ -135,48 +118,52 @@ class RedisKeyPool(PoolBase):
         keys = self._keys.get(provider) or []
         if not keys:
             return Fit.HELD
-        async with self._acquire_locks[provider]:
-            return await self._acquire(provider, model, keys, exclude, cost)
+        skip = list(exclude)
+        for _ in range(3):
+            reply = await self._acquire_once(provider, model, skip, cost)
+            kind = _text(reply[0])
+            if kind == "closed":  # Redis lost the key list (restarted empty): write it again
+                await self._open_provider(provider, keys)
+                continue
+            if kind != "lease":
+                return _FITS[kind]
+            key = self._by_id.get(_text(reply[1]))
+            lease_id, probe = _text(reply[3]), int(reply[2]) == 1
+            if key is None or key.provider != provider:  # another instance's config: not ours to use
+                await self._script.must_reach(self._names[provider].fixed(), self._args("cancel", provider, lease_id))
+                skip.append(_text(reply[1]))
+                continue
+            return Lease(key, model, probe, lease_id, cost)
+        raise StoreError(f"the key list of {provider} in Redis does not match this configuration")
 
-    async def _acquire(self, provider: str, model: str, keys: list[ApiKey], exclude: Iterable[str], cost: int) -> Pick:
-        skip = set(exclude)
-        leases_key = self._leases_key(provider)
-        record_keys = [self._record_key(k.key_id) for k in keys]
-        cursor_key = f"{self.prefix}:cursor:{provider}"
-        for _ in range(MAX_TRIES):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(leases_key, *record_keys)
-                    now = self._clock()
-                    raws = await pipe.mget(record_keys)
-                    live = cast(list[bytes], await pipe.zrangebyscore(leases_key, now, math.inf))
-                    cursor = int(await pipe.get(cursor_key) or 0)
-                    in_flight, probing = _count(live, model)
-                    records = [self._parse_cached(k, raw) for k, raw in zip(keys, raws, strict=True)]
-                    ids = [(k.key_id, k.index) for k in keys]
-                    candidates = candidates_for(ids, records, model, now, in_flight, probing, skip, cost)
-                    chosen = choose(self.settings(provider).strategy, candidates, cursor, len(keys))
-                    if chosen is None:
-                        await pipe.reset()
-                        return no_lease(candidates)
-                    probe = chosen.fit is Fit.PROBE
-                    ticket = f"{chosen.key_id}|{model}|{int(probe)}|{uuid.uuid4().hex}"
-                    pipe.multi()
-                    pipe.zremrangebyscore(leases_key, -math.inf, now)  # leases of crashed instances
-                    pipe.zadd(leases_key, {ticket: now + self.lease_ttl_s})
-                    pipe.set(cursor_key, (chosen.index + 1) % len(keys))
-                    if records[chosen.index].budget:  # charged in the same transaction as the lease
-                        record = self._parse(keys[chosen.index], raws[chosen.index])  # a copy to change
-                        charge_lease(record, now, cost)
-                        pipe.set(record_keys[chosen.index], json.dumps(record.to_dict()))
-                    await pipe.execute()
-                    return Lease(keys[chosen.index], model, probe, ticket, cost)
-                except WatchError:
-                    await anyio.sleep(random.uniform(0, 0.002))
-        raise PoolContention(f"could not lease a key of {provider} after {MAX_TRIES} tries")
+    async def _acquire_once(self, provider: str, model: str, skip: list[str], cost: int) -> list[Any]:
+        lease_id = uuid.uuid4().hex
+        settings = self.settings(provider)
+        expiry = self._clock() + self.lease_ttl_s
+        count = len(self._keys[provider])
+        names = self._names[provider]
+        args = self._args("acquire", provider, model, cost, settings.strategy, count, lease_id, repr(expiry), *skip)
+        try:
+            reply = await self._script(names.for_model(model), args)
+        except (*UNREACHABLE, anyio.get_cancelled_exc_class()):
+            # Redis may have booked the lease without our hearing it (timeout, or the call was
+            # cancelled meanwhile): give it back with the next call, rather than when it expires.
+            self._script.undo_later(names.fixed(), self._args("cancel", provider, lease_id))
+            raise
+        return [*reply, lease_id]
 
+    @redis_call
     async def ready_in(self, provider: str, model: str) -> float | None:
-        return earliest_ready(await self.records(provider), model, self._clock())
+        keys = self._keys.get(provider) or []
+        if not keys:
+            return None
+        strategy = self.settings(provider).strategy
+        names = self._names[provider]
+        reply = _text(await self._script(names.for_model(model), self._args("ready_in", provider, model, strategy)))
+        if reply == "closed":
+            await self._open_provider(provider, keys)
+            return await self.ready_in(provider, model)
+        return None if reply == "none" else float(reply)
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -184,57 +171,55 @@ class RedisKeyPool(PoolBase):
     async def release(
         self, lease: Lease, verdict: Verdict, headroom: Headroom | None = None, used_tokens: int | None = None
     ) -> None:
-        settings = self.settings(lease.key.provider)
-
-        def change(record: KeyRecord, now: float) -> None:
-            apply_verdict(record, lease.model, verdict, headroom, settings, now, lease.probe)
-            settle_tokens(record, now, lease.cost, used_tokens)
-
-        await self._update(lease.key, change, lease)
+        provider = lease.key.provider
+        settings = self.settings(provider)
+        h = headroom or Headroom()
+        args = self._args(
+            "release",
+            provider,
+            lease.ticket,
+            verdict.outcome.value,
+            verdict.status_code,
+            verdict.retry_after_s,
+            verdict.reason,
+            int(headroom is not None),
+            h.limit_requests,
+            h.remaining_requests,
+            h.reset_requests_s,
+            settings.cooldown_s,
+            settings.max_cooldown_s,
+            settings.quota_cooldown_s,
+            LONG_WAIT_S,
+            lease.cost,
+            used_tokens,
+        )
+        await self._script.must_reach(self._names[provider].fixed(), args)
 
     @redis_call
     async def cancel(self, lease: Lease) -> None:
-        await self.redis.zrem(self._leases_key(lease.key.provider), lease.ticket)
+        provider = lease.key.provider
+        await self._script.must_reach(self._names[provider].fixed(), self._args("cancel", provider, lease.ticket))
 
     @redis_call
     async def reset(self, key_id: str) -> bool:
         key = self._by_id.get(key_id)
         if key is None:
             return False
-        await self._update(key, lambda record, now: reset_record(record), None)
-        return True
-
-    async def _update(self, key: ApiKey, change: Callable[[KeyRecord, float], None], lease: Lease | None) -> None:
-        """Read-modify-write one record atomically (and end the lease in the same transaction)."""
-        record_key = self._record_key(key.key_id)
-        for _ in range(MAX_TRIES):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(record_key)
-                    record = self._parse(key, await pipe.get(record_key))
-                    change(record, self._clock())
-                    pipe.multi()
-                    pipe.set(record_key, json.dumps(record.to_dict()))
-                    if lease is not None:
-                        pipe.zrem(self._leases_key(key.provider), lease.ticket)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    await anyio.sleep(random.uniform(0, 0.002))
-        raise PoolContention(f"could not update {key.key_id} after {MAX_TRIES} tries")
+        strategy = self.settings(key.provider).strategy
+        args = self._args("reset", key.provider, key_id, strategy)
+        return bool(await self._script(self._names[key.provider].fixed(), args))
 
 
-def _count(live: Sequence[bytes | str], model: str) -> tuple[dict[str, int], set[str]]:
-    """Requests in flight per key for `model`, and the keys being probed, from the live leases."""
-    in_flight: dict[str, int] = {}
-    probing: set[str] = set()
-    for raw in live:
-        ticket = raw.decode() if isinstance(raw, bytes) else raw
-        head, probe, _ = ticket.rsplit("|", 2)
-        key_id, lease_model = head.split("|", 1)
-        if lease_model != model:
-            continue
-        in_flight[key_id] = in_flight.get(key_id, 0) + 1
-        if probe == "1":
-            probing.add(key_id)
-    return in_flight, probing
+def _text(value: object) -> str:
+    """A script argument or reply as text (floats exactly: repr round-trips)."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    return str(value)
+
+
+def _json(raw: bytes | str) -> Any:
+    return json.loads(raw)

@@ -3,7 +3,7 @@
 Appending a call's turns is one optimistic transaction (WATCH the conversation, MULTI/EXEC), so a
 conversation never holds half a call and two instances never interleave one call's turns with
 another's numbering. Key records are written by `RedisKeyPool` itself; this store reads them
-for `status`.
+for `status` (`keys/redis_layout.py` says where they are).
 
 Layout (prefix P): `P:conv:<id>` meta hash (owner, created_at, updated_at, turns),
 `P:conv:<id>:turns` the turns (list of JSON), `P:owner:<owner>:convs` ids by last update,
@@ -23,6 +23,7 @@ from redis.exceptions import RedisError, WatchError
 from ..auth import LOCAL_OWNER
 from ..errors import PoolContention
 from ..keys.budget import Budget, try_spend
+from ..keys.redis_layout import record_name
 from ..keys.state import KeyRecord
 from ..messages import Turn
 from .base import ConversationConflict, ConversationInfo, UsageRow
@@ -58,9 +59,9 @@ class RedisStore:
     async def save_keys(self, records: list[KeyRecord]) -> None:
         if not records:
             return
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=False)  # one slot per provider: no cross-slot transaction
         for record in records:
-            pipe.set(f"{self.prefix}:key:{record.key_id}", json.dumps(record.to_dict()))
+            pipe.set(record_name(self.prefix, record.key_id, record.provider), json.dumps(record.to_dict()))
             pipe.sadd(f"{self.prefix}:keys", record.key_id)
         await pipe.execute()
 
@@ -71,8 +72,10 @@ class RedisStore:
         )
         if not ids:
             return []
-        raws = await self.redis.mget([f"{self.prefix}:key:{i}" for i in ids])
-        records = [KeyRecord.from_dict(json.loads(raw)) for raw in raws if raw]
+        pipe = self.redis.pipeline(transaction=False)
+        for key_id in ids:
+            pipe.get(record_name(self.prefix, key_id))
+        records = [KeyRecord.from_dict(json.loads(raw)) for raw in await pipe.execute() if raw]
         return sorted(records, key=lambda r: (r.provider, r.key_id))
 
     @redis_call
@@ -118,7 +121,7 @@ class RedisStore:
                         pipe.rpush(f"{meta}:turns", *payload)
                     pipe.zadd(f"{self.prefix}:owner:{owner}:convs", {conversation_id: now})
                     for record in keys or []:
-                        pipe.set(f"{self.prefix}:key:{record.key_id}", json.dumps(record.to_dict()))
+                        pipe.set(record_name(self.prefix, record.key_id, record.provider), json.dumps(record.to_dict()))
                     if usage is not None:
                         where = f"{self.prefix}:usage:{usage.day}"
                         head = _FIELD_SEP.join((usage.owner, usage.model, usage.key_id))
