@@ -164,11 +164,19 @@ class ProviderConfig(_BudgetFields):
         return (self.base_url or PROVIDER_TYPES[self.type].base_url or "").rstrip("/")
 
 
+class PriceConfig(_Strict):
+    """A model's price in US dollars per million tokens (overrides the bundled price table)."""
+
+    input_per_mtok: float = Field(ge=0, description="US dollars per million input tokens")
+    output_per_mtok: float = Field(ge=0, description="US dollars per million output tokens")
+
+
 class ModelConfig(_Strict):
     provider: str
     model: str | None = None
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
+    price: PriceConfig | None = Field(None, description="private deployments: what a million tokens cost")
 
 
 BUILTIN_TOOLS = frozenset(
@@ -226,6 +234,8 @@ class PolicyConfig(_BudgetFields):
     routes: list[str] | None = Field(None, description="routes allowed (None: all)")
     models: list[str] | None = Field(None, description="models allowed by name (None: all)")
     presets: list[str] | None = Field(None, description="preset tools allowed (None: all)")
+    usd_per_day: float | None = Field(None, gt=0, description="money budget per token, UTC day (US dollars)")
+    usd_per_month: float | None = Field(None, gt=0, description="money budget per token, UTC calendar month")
 
 
 class Config(_Strict):

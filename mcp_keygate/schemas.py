@@ -37,6 +37,9 @@ class CompleteResult(BaseModel):
     conversation_id: str
     finish_reason: str
     usage: UsageOut
+    cost_usd: float | None = Field(
+        None, description="what this call cost in US dollars (from the model's price); null when the price is unknown"
+    )
     attempts: list[AttemptOut]
     trimmed_turns: int = Field(0, description="oldest turns left out to fit the answering model's window")
 
@@ -112,6 +115,8 @@ class UsageLine(BaseModel):
     requests: int
     input_tokens: int
     output_tokens: int
+    cost_usd: float | None = Field(description="US dollars for the priced requests; null when none had a known price")
+    unpriced_requests: int = Field(0, description="requests whose price was unknown (not counted in cost_usd)")
 
 
 class UsageResult(BaseModel):
@@ -120,3 +125,5 @@ class UsageResult(BaseModel):
     total_requests: int
     total_input_tokens: int
     total_output_tokens: int
+    total_cost_usd: float | None = Field(description="US dollars for the priced requests; null when none was priced")
+    unpriced_requests: int = Field(0, description="requests whose price was unknown (not in total_cost_usd)")

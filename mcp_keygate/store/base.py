@@ -11,7 +11,7 @@ from typing import Protocol
 
 from ..auth import LOCAL_OWNER
 from ..errors import CallError
-from ..keys.budget import Budget
+from ..keys.budget import Budget, MoneyBudget
 from ..keys.state import KeyRecord
 from ..messages import Turn
 
@@ -38,7 +38,9 @@ class ConversationInfo:
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """Tokens used by one caller (token name) on one model with one key, on one UTC day."""
+    """Tokens (and dollars) used by one caller (token name) on one model with one key, on one UTC day.
+
+    `cost_usd` sums the priced requests; `unpriced` counts those whose price was unknown."""
 
     day: str  # YYYY-MM-DD
     owner: str
@@ -47,6 +49,8 @@ class UsageRow:
     requests: int
     input_tokens: int
     output_tokens: int
+    cost_usd: float = 0.0
+    unpriced: int = 0
 
 
 class Store(Protocol):
@@ -88,3 +92,8 @@ class Store(Protocol):
     ) -> tuple[float, str]:
         """Atomically (across instances sharing the store): if `enforce` and the spend does not fit the
         budget, return (seconds until it does, why) and charge nothing; else charge it and return (0, "")."""
+
+    async def spend_money(
+        self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
+    ) -> tuple[float, str]:
+        """`spend_budget` for dollars (`keys.budget.try_spend_money`), as atomic across instances."""

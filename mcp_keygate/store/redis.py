@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, WatchError
 
 from ..auth import LOCAL_OWNER
 from ..errors import PoolContention
-from ..keys.budget import Budget, try_spend
+from ..keys.budget import Budget, MoneyBudget, try_spend, try_spend_money
 from ..keys.state import KeyRecord
 from ..messages import Turn
 from .base import ConversationConflict, ConversationInfo, UsageRow
@@ -125,6 +125,10 @@ class RedisStore:
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}requests", usage.requests)
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}input_tokens", usage.input_tokens)
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}output_tokens", usage.output_tokens)
+                        if usage.cost_usd:
+                            pipe.hincrbyfloat(where, f"{head}{_FIELD_SEP}cost_usd", usage.cost_usd)
+                        if usage.unpriced:
+                            pipe.hincrby(where, f"{head}{_FIELD_SEP}unpriced", usage.unpriced)
                     await pipe.execute()
                     return
                 except WatchError:
@@ -138,11 +142,11 @@ class RedisStore:
         days = sorted(day for day in found if day >= since_day)
         rows = []
         for day in days:
-            totals: dict[tuple[str, str, str], dict[str, int]] = {}
+            totals: dict[tuple[str, str, str], dict[str, float]] = {}
             for field, value in (await self.redis.hgetall(f"{prefix}{day}")).items():
                 who, model, key_id, name = _text(field).split(_FIELD_SEP)
                 if owner is None or who == owner:
-                    totals.setdefault((who, model, key_id), {})[name] = int(value)
+                    totals.setdefault((who, model, key_id), {})[name] = float(value)
             for (who, model, key_id), counts in sorted(totals.items()):
                 rows.append(
                     UsageRow(
@@ -150,9 +154,11 @@ class RedisStore:
                         who,
                         model,
                         key_id,
-                        counts.get("requests", 0),
-                        counts.get("input_tokens", 0),
-                        counts.get("output_tokens", 0),
+                        int(counts.get("requests", 0)),
+                        int(counts.get("input_tokens", 0)),
+                        int(counts.get("output_tokens", 0)),
+                        counts.get("cost_usd", 0.0),
+                        int(counts.get("unpriced", 0)),
                     )
                 )
         return rows
@@ -179,6 +185,29 @@ class RedisStore:
                 except WatchError:
                     continue
         raise PoolContention(f"could not charge the budget of {name} after {MAX_TRIES} tries")
+
+    @redis_call
+    async def spend_money(
+        self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
+    ) -> tuple[float, str]:
+        key = f"{self.prefix}:budget:usd:{name}"
+        for _ in range(MAX_TRIES):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    state = json.loads(raw) if raw else {}
+                    verdict = try_spend_money(state, budget, now, amount, enforce)
+                    if verdict[0] > 0:
+                        await pipe.reset()
+                        return verdict
+                    pipe.multi()
+                    pipe.set(key, json.dumps(state), ex=32 * 86_400)  # a month's window, and a day to spare
+                    await pipe.execute()
+                    return verdict
+                except WatchError:
+                    continue
+        raise PoolContention(f"could not charge the money budget of {name} after {MAX_TRIES} tries")
 
     @redis_call
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:

@@ -23,7 +23,7 @@ import anyio.to_thread
 
 from ..auth import LOCAL_OWNER
 from ..errors import StoreError
-from ..keys.budget import Budget, try_spend
+from ..keys.budget import Budget, MoneyBudget, try_spend, try_spend_money
 from ..keys.state import KeyRecord
 from ..messages import Turn
 from .base import ConversationConflict, ConversationInfo, UsageRow
@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS usage (
     requests      INTEGER NOT NULL,
     input_tokens  INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
+    cost_usd      REAL NOT NULL DEFAULT 0,
+    unpriced      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, owner, model, key_id)
 );
 CREATE TABLE IF NOT EXISTS budgets (
@@ -134,6 +136,10 @@ class SQLiteStore:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
             if "owner" not in columns:  # a state file from before per-client conversations
                 conn.execute("ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'")
+            usage_columns = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+            if "cost_usd" not in usage_columns:  # a state file from before costs
+                conn.execute("ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0")
+                conn.execute("ALTER TABLE usage ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the state file {self.path}: {exc}") from None
         return conn
@@ -216,10 +222,11 @@ class SQLiteStore:
             _upsert_keys(conn, key_rows)
             if usage is not None:
                 conn.execute(
-                    "INSERT INTO usage(day, owner, model, key_id, requests, input_tokens, output_tokens) "
-                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, owner, model, key_id) DO UPDATE SET "
+                    "INSERT INTO usage(day, owner, model, key_id, requests, input_tokens, output_tokens, cost_usd, "
+                    "unpriced) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(day, owner, model, key_id) DO UPDATE SET "
                     "requests=requests+excluded.requests, input_tokens=input_tokens+excluded.input_tokens, "
-                    "output_tokens=output_tokens+excluded.output_tokens",
+                    "output_tokens=output_tokens+excluded.output_tokens, cost_usd=cost_usd+excluded.cost_usd, "
+                    "unpriced=unpriced+excluded.unpriced",
                     (
                         usage.day,
                         usage.owner,
@@ -228,6 +235,8 @@ class SQLiteStore:
                         usage.requests,
                         usage.input_tokens,
                         usage.output_tokens,
+                        usage.cost_usd,
+                        usage.unpriced,
                     ),
                 )
 
@@ -246,7 +255,10 @@ class SQLiteStore:
 
     async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
         def read(conn: sqlite3.Connection) -> list[UsageRow]:
-            query = "SELECT day, owner, model, key_id, requests, input_tokens, output_tokens FROM usage WHERE day >= ?"
+            query = (
+                "SELECT day, owner, model, key_id, requests, input_tokens, output_tokens, cost_usd, unpriced "
+                "FROM usage WHERE day >= ?"
+            )
             args: list[str] = [since_day]
             if owner is not None:
                 query += " AND owner = ?"
@@ -267,6 +279,23 @@ class SQLiteStore:
                     "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
                     "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
                     (name, json.dumps(state), now),
+                )
+            return verdict
+
+        return await self._write(spend)
+
+    async def spend_money(
+        self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
+    ) -> tuple[float, str]:
+        def spend(conn: sqlite3.Connection) -> tuple[float, str]:
+            row = conn.execute("SELECT spend FROM budgets WHERE name=?", (f"usd:{name}",)).fetchone()
+            state = json.loads(row[0]) if row else {}
+            verdict = try_spend_money(state, budget, now, amount, enforce)
+            if verdict[0] == 0:
+                conn.execute(
+                    "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
+                    "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
+                    (f"usd:{name}", json.dumps(state), now),
                 )
             return verdict
 

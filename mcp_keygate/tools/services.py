@@ -93,8 +93,10 @@ class ToolServices:
                 self.metrics.on_call(owner, type(exc).__name__)
             raise ToolError(self.scrubbed(exc)) from None
         log.info("%s by %s answered by %s with key %s", what, owner, result.model, result.key_id)
+        self.gateway.activity.on_cost(owner, result.model, result.key_id, result.cost_usd)
         if self.metrics is not None:
             usage = result.usage
             self.metrics.on_call(owner, "ok")
             self.metrics.on_usage(owner, result.model, result.key_id, usage.input_tokens, usage.output_tokens)
+            self.metrics.on_cost(owner, result.model, result.key_id, result.cost_usd)
         return result
