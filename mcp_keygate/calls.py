@@ -101,7 +101,7 @@ class CallService:
         estimate = int(raw_estimate(context))
         usd = self.prices.estimate(chain, estimate, self._most_output(chain, request.max_tokens))
         charge = await self.charges.reserve(caller, estimate + (request.max_tokens or 0), usd)
-        params = CallParams(request.max_tokens, request.temperature)
+        params = CallParams(request.max_tokens, request.temperature, response_schema=request.response_schema)
         try:
             routed = await self.router.route(chain, context, params, request.max_wait_s, notify)
         except BaseException:
@@ -195,6 +195,7 @@ class CallService:
             max_tokens=preset.max_tokens,
             temperature=preset.temperature,
             preset=name,
+            response_schema=preset.response_schema,
         )
         return await self.complete(request, caller=caller, notify=notify)
 
@@ -203,6 +204,7 @@ def _result(routed: Routed, conversation_id: str, cost: float | None) -> Complet
     usage = routed.completion.usage
     return CompleteResult(
         text=routed.completion.text,
+        json_answer=routed.completion.data,
         model=routed.model,
         provider=routed.provider,
         key_id=routed.key_id,

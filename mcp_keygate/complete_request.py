@@ -7,11 +7,13 @@ turns it into the new turns of the conversation or raises `InvalidRequest` namin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .config import Config
 from .errors import InvalidRequest
 from .messages import Message
 from .schemas import InputMessage
+from .structured import checked_schema
 
 DEFAULT_MAX_WAIT_S = 20.0
 
@@ -29,6 +31,7 @@ class CompleteRequest:
     temperature: float | None = None
     max_wait_s: float = DEFAULT_MAX_WAIT_S
     preset: str | None = None  # the preset tool this call came from (policies may allow presets by name)
+    response_schema: dict[str, Any] | None = None  # the answer must be JSON fitting this JSON Schema
 
 
 def checked_messages(request: CompleteRequest, config: Config) -> list[Message]:
@@ -54,6 +57,8 @@ def checked_messages(request: CompleteRequest, config: Config) -> list[Message]:
         raise InvalidRequest(f"max_tokens: must be at least 1 (got {request.max_tokens})")
     if request.max_wait_s < 0:
         raise InvalidRequest(f"max_wait_s: must be 0 or more (got {request.max_wait_s})")
+    if request.response_schema is not None:
+        checked_schema(request.response_schema)
     return new
 
 

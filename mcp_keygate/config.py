@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import json
 import os
 import re
 import sys
@@ -219,6 +220,21 @@ class PresetConfig(_Strict):
     route: str = Field("default", description="a route or model name")
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
+    response_schema: dict[str, Any] | None = Field(
+        None, description="the answer must be JSON fitting this JSON Schema (a table, or a JSON string)"
+    )
+
+    @field_validator("response_schema", mode="before")
+    @classmethod
+    def _json_schema(cls, value: object) -> object:
+        from .structured import checked_schema
+
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc})") from None
+        return None if value is None else checked_schema(value, "a JSON Schema")
 
     @field_validator("template")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
 
@@ -43,3 +43,4 @@ class Completion:
     finish_reason: str
     usage: Usage = field(default_factory=Usage)
     upstream_model: str = ""
+    data: Any = None  # a structured answer: the text parsed as JSON and checked against the schema

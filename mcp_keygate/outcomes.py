@@ -26,6 +26,7 @@ class Outcome(enum.StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"  # no connection at all: refused, unknown host, TLS failure
+    INVALID_OUTPUT = "invalid_output"  # a structured answer that is not JSON or does not fit the schema
 
     @property
     def blames_key(self) -> bool:

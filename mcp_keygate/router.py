@@ -137,6 +137,9 @@ class Router:
             if Outcome.CONTEXT_TOO_LONG.value in outcomes:
                 message = await failure_message(self.config, self.pool, chain, attempts, None, too_long=True)
                 raise RouteFailed(message, attempts, None)
+            if Outcome.INVALID_OUTPUT.value in outcomes:  # another pass would ask the same models again
+                message = await failure_message(self.config, self.pool, chain, attempts, None, invalid_output=True)
+                raise RouteFailed(message, attempts, None)
             wait = await self.ready_in([name for name in chain if name not in missing])
             if wait is not None and outcomes & _TRANSIENT:
                 wait = max(wait, RETRY_PAUSE_S)  # never hammer a struggling upstream in a tight loop
@@ -249,7 +252,7 @@ class Router:
             if verdict.outcome.blames_key:
                 await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key", "warning")
                 continue
-            if verdict.outcome.is_transient_upstream:
+            if verdict.outcome.is_transient_upstream or verdict.outcome is Outcome.INVALID_OUTPUT:
                 transient_failures += 1
                 if transient_failures < 2:
                     retry = f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key"
@@ -300,6 +303,7 @@ def _describe(verdict: Verdict) -> str:
         Outcome.TIMEOUT: "timed out",
         Outcome.UNREACHABLE: "unreachable",
         Outcome.MODEL_NOT_FOUND: "model not found",
+        Outcome.INVALID_OUTPUT: "answered outside response_schema",
     }
     text = words.get(verdict.outcome, verdict.outcome.value)
     if verdict.retry_after_s:

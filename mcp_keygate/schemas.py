@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +30,14 @@ class AttemptOut(BaseModel):
 
 
 class CompleteResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
     text: str
+    json_answer: Any = Field(
+        None,
+        alias="json",
+        description="with response_schema: the answer parsed as JSON, validated against the schema",
+    )
     model: str = Field(description="the model (config name) that answered")
     provider: str
     key_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
 from .state import Decision, fingerprint
+from .structured import anthropic_tool_problem
 
 STOP = {"stop": "end_turn", "length": "max_tokens"}
 
@@ -90,6 +92,12 @@ class AnthropicDialect:
         temperature = body.get("temperature")
         if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 1):
             raise Rejected(_invalid("temperature: Input should be less than or equal to 1"), **log, model=model)
+        tools, tool_choice = body.get("tools"), body.get("tool_choice")
+        problem = anthropic_tool_problem(tools, tool_choice)
+        if problem:
+            raise Rejected(_invalid(problem), **log, model=model)
+        forced = tool_choice.get("name") if isinstance(tool_choice, dict) and tool_choice["type"] == "tool" else None
+        schema = next((t["input_schema"] for t in tools or [] if t["name"] == forced), None)
         return SimCall(
             key=key,
             model=model,
@@ -102,7 +110,11 @@ class AnthropicDialect:
                 "system": system,
                 "anthropic_version": request.headers.get("anthropic-version"),
                 "auth": "x-api-key" if request.headers.get("x-api-key") else "bearer",
+                "tools": tools,
+                "tool_choice": tool_choice,
             },
+            schema=schema,
+            tool=forced,
         )
 
     def headers(self, decision: Decision) -> dict[str, str]:
@@ -150,15 +162,21 @@ class AnthropicDialect:
             )
         return _error(500, "api_error", "Internal server error")
 
-    def reply(self, answer: Answer, decision: Decision) -> Response:
+    def reply(self, answer: Answer, decision: Decision, call: SimCall | None = None) -> Response:
+        content: list[dict[str, Any]] = [{"type": "text", "text": answer.text}]
+        stop = STOP[answer.finish]
+        if call is not None and call.tool is not None:
+            given = json.loads(answer.text)
+            content = [{"type": "tool_use", "id": f"toolu_sim{answer.id}", "name": call.tool, "input": given}]
+            stop = "tool_use"
         return JSONResponse(
             {
                 "id": f"msg_sim{answer.id}",
                 "type": "message",
                 "role": "assistant",
                 "model": answer.model,
-                "content": [{"type": "text", "text": answer.text}],
-                "stop_reason": STOP[answer.finish],
+                "content": content,
+                "stop_reason": stop,
                 "stop_sequence": None,
                 "usage": _usage(answer),
             },
@@ -177,8 +195,10 @@ class AnthropicDialect:
             "usage": {**_usage(answer), "output_tokens": 1},
         }
         yield sse({"type": "message_start", "message": start}, "message_start")
-        block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        yield sse(block, "content_block_start")
+        first: dict[str, Any] = {"type": "text", "text": ""}
+        if call.tool is not None:
+            first = {"type": "tool_use", "id": f"toolu_sim{answer.id}", "name": call.tool, "input": {}}
+        yield sse({"type": "content_block_start", "index": 0, "content_block": first}, "content_block_start")
         yield sse({"type": "ping"}, "ping")
         words = answer.words()
         for i, word in enumerate(words):
@@ -187,12 +207,14 @@ class AnthropicDialect:
                     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
                     yield sse(error, "error")
                 return
-            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}
-            yield sse(delta, "content_block_delta")
+            piece = {"type": "text_delta", "text": word}
+            if call.tool is not None:
+                piece = {"type": "input_json_delta", "partial_json": word}
+            yield sse({"type": "content_block_delta", "index": 0, "delta": piece}, "content_block_delta")
         yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
         message_delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": STOP[answer.finish], "stop_sequence": None},
+            "delta": {"stop_reason": "tool_use" if call.tool else STOP[answer.finish], "stop_sequence": None},
             "usage": {"output_tokens": answer.completion_tokens},
         }
         yield sse(message_delta, "message_delta")

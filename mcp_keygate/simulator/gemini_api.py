@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
 from .state import Decision, fingerprint
+from .structured import camel_schema, gemini_config_problem
 
 FINISH = {"stop": "STOP", "length": "MAX_TOKENS"}
 _QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
@@ -99,7 +100,14 @@ class GeminiDialect:
             if not isinstance(parts, list):
                 raise Rejected(_invalid("systemInstruction.parts must be a list"), **log)
             system = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
-        config = body.get("generationConfig") or {}
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        problem = gemini_config_problem(config)
+        if problem:
+            raise Rejected(_invalid(problem), **log)
+        schema = camel_schema(config.get("responseSchema", config.get("response_schema")))
+        schema = config.get("responseJsonSchema", config.get("response_json_schema", schema))
+        if schema is None and config.get("responseMimeType", config.get("response_mime_type")) == "application/json":
+            schema = {"type": "object"}
         max_tokens = config.get("maxOutputTokens")
         return SimCall(
             key=key,
@@ -108,7 +116,13 @@ class GeminiDialect:
             system=system,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             stream=method == "streamGenerateContent",
-            log={"messages": contents, "system": system_instruction, "alt": request.query_params.get("alt")},
+            log={
+                "messages": contents,
+                "system": system_instruction,
+                "alt": request.query_params.get("alt"),
+                "generation_config": config,
+            },
+            schema=schema,
         )
 
     def headers(self, decision: Decision) -> dict[str, str]:
@@ -163,7 +177,7 @@ class GeminiDialect:
             }
         return frame
 
-    def reply(self, answer: Answer, decision: Decision) -> Response:
+    def reply(self, answer: Answer, decision: Decision, call: SimCall | None = None) -> Response:
         return JSONResponse(self._frame(answer, answer.text, finish=True))
 
     async def stream(self, call: SimCall, answer: Answer, cut: Cut) -> AsyncIterator[bytes]:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
 from .state import Decision, fingerprint
+from .structured import openai_format_problem
 
 
 def go_duration(seconds: float) -> str:
@@ -85,6 +86,16 @@ class OpenAIDialect:
                 f"but got {temperature} instead."
             )
             raise Rejected(_bad_request(message, "temperature"), **log, model=model)
+        response_format = body.get("response_format")
+        schema = None
+        if response_format is not None:
+            problem = openai_format_problem(response_format)
+            if problem:
+                raise Rejected(_bad_request(problem, "response_format"), **log, model=model)
+            if response_format["type"] == "json_schema":
+                schema = response_format["json_schema"]["schema"]
+            elif response_format["type"] == "json_object":
+                schema = {"type": "object"}
         system = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "developer")) or None
         turns = [m for m in messages if m["role"] not in ("system", "developer")]
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -96,7 +107,8 @@ class OpenAIDialect:
             system=system,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             stream=bool(body.get("stream")),
-            log={"messages": messages, "include_usage": include_usage},
+            log={"messages": messages, "include_usage": include_usage, "response_format": response_format},
+            schema=schema,
         )
 
     def headers(self, decision: Decision) -> dict[str, str]:
@@ -157,7 +169,7 @@ class OpenAIDialect:
         message = "The server had an error while processing your request. Sorry about that!"
         return _error(500, message, "server_error", None, {})
 
-    def reply(self, answer: Answer, decision: Decision) -> Response:
+    def reply(self, answer: Answer, decision: Decision, call: SimCall | None = None) -> Response:
         return JSONResponse(
             {
                 "id": f"chatcmpl-sim{answer.id}",

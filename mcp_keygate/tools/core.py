@@ -4,7 +4,7 @@ get_conversation, and (when enabled, for operators) reset_key."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -61,9 +61,23 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
             float | None, Field(ge=0, le=2, description="sampling temperature, 0 to 2; omit for the model's default")
         ] = None,
         max_wait_s: MaxWait = DEFAULT_MAX_WAIT_S,
+        response_schema: Annotated[
+            dict[str, Any] | None,
+            Field(description="a JSON Schema: the answer comes back as `json` too, validated against it"),
+        ] = None,
     ) -> CompleteResult:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
-        request = CompleteRequest(prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s)
+        request = CompleteRequest(
+            prompt,
+            messages,
+            model,
+            conversation_id,
+            system,
+            max_tokens,
+            temperature,
+            max_wait_s,
+            response_schema=response_schema,
+        )
         owner = services.caller()
         call = services.gateway.calls.complete(request, caller=owner, notify=services.progress(ctx))
         return await services.answered(owner, "complete", call)
