@@ -13,12 +13,13 @@ from typing import Any
 
 import anyio
 
+from .attachments import Attachment
 from .attempts import Notify
 from .auth import LOCAL_OWNER
 from .complete_request import CompleteRequest, checked_messages
 from .config import Config
 from .context import raw_estimate
-from .conversations import load_history, new_conversation_id, request_messages
+from .conversations import check_room, load_history, new_conversation_id, request_messages, with_attachment_bytes
 from .errors import CallError, InvalidRequest
 from .keys.base import KeyPool
 from .keys.state import KeyRecord
@@ -91,6 +92,8 @@ class CallService:
     async def _complete(self, request: CompleteRequest, caller: str, notify: Notify | None) -> CompleteResult:
         new = checked_messages(request, self.config)
         history = await self._history(request.conversation_id, caller, len(new))
+        history = await with_attachment_bytes(self.store, history)
+        blobs = await check_room(self.store, new, self.config.limits)
         context = request_messages(history, new)
         if not any(m.role == "user" for m in context):
             raise InvalidRequest("messages: at least one message with role 'user' is needed")
@@ -113,7 +116,7 @@ class CallService:
         used = routed.completion.usage
         cost = self.prices.cost(routed.model, used.input_tokens, used.output_tokens)
         try:
-            await self._store(conversation_id, request.conversation_id is None, caller, new, routed, cost)
+            await self._store(conversation_id, request.conversation_id is None, caller, new, routed, cost, blobs)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.charges.settle(charge, used.input_tokens + used.output_tokens, cost or 0.0)
@@ -140,19 +143,26 @@ class CallService:
         return history
 
     async def _store(
-        self, conversation_id: str, create: bool, caller: str, new: list[Message], routed: Routed, cost: float | None
+        self,
+        conversation_id: str,
+        create: bool,
+        caller: str,
+        new: list[Message],
+        routed: Routed,
+        cost: float | None,
+        blobs: list[Attachment],
     ) -> None:
         """One transaction: the user turns, the answer, what the call taught us about keys, and its usage."""
         now = time.time()
         usage = routed.completion.usage
-        turns = [Turn(m.role, m.content, created_at=now) for m in new]
+        turns = [Turn(m.role, m.content, created_at=now, attachments=_references(m)) for m in new]
         turns.append(Turn("assistant", routed.completion.text, routed.model, routed.provider, routed.key_id, now))
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
         unpriced = int(cost is None)
         used = UsageRow(day, caller, routed.model, routed.key_id, 1, tokens_in, tokens_out, cost or 0.0, unpriced)
         await self.store.append_turns(
-            conversation_id, turns, create=create, owner=caller, keys=self._keys_to_write(), usage=used
+            conversation_id, turns, create=create, owner=caller, keys=self._keys_to_write(), usage=used, blobs=blobs
         )
 
     def _keys_to_write(self) -> list[KeyRecord]:
@@ -196,8 +206,14 @@ class CallService:
             temperature=preset.temperature,
             preset=name,
             response_schema=preset.response_schema,
+            attachments=base.attachments if preset.files or preset.images else (),
         )
         return await self.complete(request, caller=caller, notify=notify)
+
+
+def _references(message: Message) -> tuple[Attachment, ...]:
+    """What a stored turn keeps of its attachments: references; the bytes go to the store once, by hash."""
+    return tuple(a.reference() for a in message.attachments)
 
 
 def _result(routed: Routed, conversation_id: str, cost: float | None) -> CompleteResult:

@@ -26,6 +26,7 @@ from .heartbeat import heartbeat, interval
 from .keys.base import KeyPool, Lease
 from .keys.rules import Fit
 from .messages import Completion, Message
+from .modalities import modalities, needed
 from .outcomes import Outcome, Verdict
 from .providers import CallParams, Provider
 from .route_report import AttemptRecord, failure_message
@@ -108,6 +109,7 @@ class Router:
         """Answer `messages` with the first model of `chain` that can, waiting at most `max_wait_s`."""
         notify = notify or _silent
         attempts: list[AttemptRecord] = []
+        chain = await self._able(chain, messages, attempts, notify)
         deadline = self._clock() + max(0.0, max_wait_s)
         # A busy key is not a cooling one: waiting for a request in flight is worth it even when
         # the caller would not wait for a cooldown.
@@ -150,6 +152,36 @@ class Router:
                 )
                 raise RouteFailed(message, attempts, wait)
             await self._wait_for_cooling(chain, wait, notify)
+
+    async def _able(
+        self, chain: list[str], messages: list[Message], attempts: list[AttemptRecord], notify: Notify
+    ) -> list[str]:
+        """The models of the chain that take what the messages carry (images, PDFs); the others are
+        skipped with an attempt record saying why. RouteFailed when none can."""
+        needs = needed(messages)
+        if not needs:
+            return chain
+        able = []
+        for name in chain:
+            lacking = sorted(needs - modalities(self.config, name))
+            if not lacking:
+                able.append(name)
+                continue
+            why = (
+                f"{name} does not take {' or '.join(lacking)} input (set [models.{name}] modalities if it does); "
+                "skipped without sending"
+            )
+            attempts.append(AttemptRecord(name, "", Outcome.UNSUPPORTED_INPUT.value, None, None, why))
+            await notify(why, "notice")
+        if not able:
+            kinds = " and ".join(sorted(needs))
+            message = (
+                f"No model of [{', '.join(chain)}] takes {kinds} input, so nothing was sent. Use a route with a model "
+                "that does (see modalities in the config reference), or leave the attachments out.\n"
+                + "\n".join(f"  - {a.model}: {a.reason}" for a in attempts)
+            )
+            raise RouteFailed(message, attempts, None)
+        return able
 
     async def _wait_for_cooling(self, chain: list[str], wait: float, notify: Notify) -> None:
         """Sleep until the earliest key is ready, saying so every few seconds (clients time out on silence)."""

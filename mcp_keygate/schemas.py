@@ -96,9 +96,17 @@ class ConversationsResult(BaseModel):
     conversations: list[ConversationSummary]
 
 
+class AttachmentRef(BaseModel):
+    name: str = Field(description="the path or name it was sent with")
+    media_type: str
+    sha256: str = Field(description="the content hash it is stored under (once, however often it is sent)")
+    size: int = Field(description="bytes")
+
+
 class ConversationTurn(BaseModel):
     role: str
     content: str
+    attachments: list[AttachmentRef] = Field(default_factory=list, description="files and images, as references")
     model: str | None = Field(description="for answers: the model (config name) that wrote it")
     provider: str | None
     key_id: str | None

@@ -312,3 +312,16 @@ def test_the_readme_money_examples_are_valid_config():
     )
     assert Prices(config).cost("ours", 1_000_000, 1_000_000) == pytest.approx(12.5)
     assert config.policies["interns"].usd_per_month == 25.0
+
+
+def test_check_warns_when_a_money_budget_reaches_a_model_without_a_price(sim, tmp_path):
+    config = tmp_path / "keygate.toml"
+    policy = '[policies.team]\ntokens = ["alice"]\nusd_per_day = 1.0\n'
+    config.write_text(
+        money_config(sim, '[server]\nauth_tokens = { alice = "${ALICE_TOKEN}" }', policy), encoding="utf-8"
+    )
+    checked = run_cli("check", "--config", str(config), "--offline", env={"ALICE_TOKEN": ALICE})
+    assert (
+        "policies.team: has a money budget but reaches models with no known price (llama)"
+        in checked.stdout + checked.stderr
+    )

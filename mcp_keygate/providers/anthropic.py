@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from ..outcomes import Headroom, Outcome, Verdict, parse_retry_after_headers
 from ..resets import regain_access_wait, seconds_to_next_month_utc
 from ..structured import TOOL_NAME, anthropic_tool, from_tool_input
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .parts import anthropic_content
 from .turns import alternating, split_system
 
 API_VERSION = "2023-06-01"
@@ -48,7 +50,7 @@ class AnthropicProvider:
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": params.max_tokens or DEFAULT_MAX_TOKENS,
-            "messages": [{"role": m.role, "content": m.content} for m in alternating(rest)],
+            "messages": [{"role": m.role, "content": anthropic_content(m)} for m in alternating(rest)],
         }
         if system:
             body["system"] = system
@@ -74,7 +76,7 @@ class AnthropicProvider:
         except (KeyError, TypeError, AttributeError):
             raise MalformedResponse("no content[] in the reply") from None
         if tools and schema is not None:
-            text, stop = from_tool_input(tools[0], schema), "end_turn"
+            text, stop = from_tool_input(tools[0], schema), "end_turn" if stop == "tool_use" else stop
         return Completion(text, STOP_REASONS.get(stop, stop), _usage(usage), str(body.get("model") or ""))
 
     def stream_decoder(self, schema: dict[str, Any] | None = None) -> AnthropicStream:
@@ -142,8 +144,12 @@ class AnthropicStream(TextStream):
         elif kind == "message_stop":
             stop = self.stop or "end_turn"
             if self.tool_json and self.schema is not None:
-                self.parts = [from_tool_input(sse_json("".join(self.tool_json)), self.schema)]
-                stop = "end_turn"
+                raw = "".join(self.tool_json)
+                try:
+                    self.parts = [from_tool_input(json.loads(raw), self.schema)]
+                except ValueError:  # cut short (max_tokens): left as it came, so it fails the schema check
+                    self.parts = [raw]
+                stop = "end_turn" if stop == "tool_use" else stop
             self.finish_reason = STOP_REASONS.get(stop, stop)
             self.usage = _usage({**self.input_usage, "output_tokens": self.output_tokens})
         return ""

@@ -14,6 +14,7 @@ from ..outcomes import Headroom, Outcome, Verdict, parse_go_duration, parse_wait
 from ..resets import seconds_to_pacific_midnight
 from ..structured import gemini_schema
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, short_reason, sse_json
+from .parts import gemini_parts
 from .turns import alternating, split_system
 
 FINISH_REASONS = {
@@ -46,7 +47,7 @@ class GeminiProvider:
         system, rest = split_system(messages)
         body: dict[str, Any] = {
             "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+                {"role": "model" if m.role == "assistant" else "user", "parts": gemini_parts(m)}
                 for m in alternating(rest)
             ]
         }

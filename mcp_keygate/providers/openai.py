@@ -14,6 +14,7 @@ from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict, parse_go_duratio
 from ..resets import epoch_wait, seconds_to_utc_midnight
 from ..structured import openai_format
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .parts import openai_content
 from .turns import alternating, split_system
 
 QUOTA_CODES = frozenset(
@@ -95,7 +96,7 @@ class OpenAIProvider:
             messages = [*([Message("system", system)] if system else []), *alternating(rest)]
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [{"role": m.role, "content": openai_content(m)} for m in messages],
         }
         if params.max_tokens is not None:
             body[self._max_tokens_field] = params.max_tokens

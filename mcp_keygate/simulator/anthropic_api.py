@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
+from .media import MediaError, anthropic_blocks
 from .state import Decision, fingerprint
 from .structured import anthropic_tool_problem
 
@@ -66,14 +67,22 @@ class AnthropicDialect:
         if not isinstance(messages, list) or not messages:
             raise Rejected(_invalid("messages: at least one message is required"), **log, model=model)
         turns: list[dict[str, str]] = []
+        attachments: list[dict[str, Any]] = []
         for i, message in enumerate(messages):
             role = message.get("role") if isinstance(message, dict) else None
-            text = _text_of(message.get("content")) if isinstance(message, dict) else None
+            try:
+                found = anthropic_blocks(message.get("content")) if isinstance(message, dict) else None
+            except MediaError as exc:
+                raise Rejected(_invalid(f"messages.{i}.content: {exc}"), **log, model=model) from None
+            text, files = found if found is not None else (None, [])
+            attachments += [{"message": i, **f} for f in files]
+            if files and role != "user":
+                raise Rejected(_invalid(f"messages.{i}: image and document blocks are for user turns"), **log)
             if role not in ("user", "assistant"):
                 raise Rejected(
                     _invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'"), **log, model=model
                 )
-            if text is None or (not text.strip() and i != len(messages) - 1):
+            if text is None or (not text.strip() and not files and i != len(messages) - 1):
                 raise Rejected(
                     _invalid(
                         f"messages.{i}: all messages must have non-empty content except for the optional "
@@ -112,6 +121,7 @@ class AnthropicDialect:
                 "auth": "x-api-key" if request.headers.get("x-api-key") else "bearer",
                 "tools": tools,
                 "tool_choice": tool_choice,
+                "attachments": attachments,
             },
             schema=schema,
             tool=forced,

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
+from .media import MediaError, gemini_parts
 from .state import Decision, fingerprint
 from .structured import camel_schema, gemini_config_problem
 
@@ -82,16 +83,22 @@ class GeminiDialect:
         if not isinstance(contents, list) or not contents:
             raise Rejected(_invalid("* GenerateContentRequest.contents: contents is not specified"), **log)
         turns: list[dict[str, str]] = []
+        attachments: list[dict[str, Any]] = []
         for i, content in enumerate(contents):
             role = content.get("role", "user") if isinstance(content, dict) else None
             parts = content.get("parts") if isinstance(content, dict) else None
             if role not in ("user", "model"):
                 raise Rejected(_invalid(f"Please use a valid role: user, model. (contents[{i}].role)"), **log)
-            if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) and "text" in p for p in parts):
+            try:
+                found = gemini_parts(parts)
+            except MediaError as exc:
+                raise Rejected(_invalid(f"* GenerateContentRequest.contents[{i}].parts: {exc}"), **log) from None
+            if found is None:
                 raise Rejected(
                     _invalid(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."), **log
                 )
-            text = "".join(str(p["text"]) for p in parts)
+            text = found[0]
+            attachments += [{"message": i, **f} for f in found[1]]
             turns.append({"role": "assistant" if role == "model" else "user", "content": text})
         system_instruction = body.get("systemInstruction") or body.get("system_instruction")
         system = None
@@ -121,6 +128,7 @@ class GeminiDialect:
                 "system": system_instruction,
                 "alt": request.query_params.get("alt"),
                 "generation_config": config,
+                "attachments": attachments,
             },
             schema=schema,
         )

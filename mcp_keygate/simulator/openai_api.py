@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
+from .media import MediaError, openai_parts
 from .state import Decision, fingerprint
 from .structured import openai_format_problem
 
@@ -71,7 +72,7 @@ class OpenAIDialect:
             and all(
                 isinstance(m, dict)
                 and m.get("role") in ("system", "developer", "user", "assistant")
-                and isinstance(m.get("content"), str)
+                and isinstance(m.get("content"), str | list)
                 for m in messages
             )
         )
@@ -79,6 +80,15 @@ class OpenAIDialect:
             raise Rejected(
                 _bad_request("'messages' must be a non-empty array of {role, content} objects", "messages"), **log
             )
+        attachments: list[dict[str, Any]] = []
+        plain: list[dict[str, str]] = []
+        for i, m in enumerate(messages):
+            try:
+                text, files = openai_parts(m["content"], m["role"])
+            except MediaError as exc:
+                raise Rejected(_bad_request(f"messages[{i}]: {exc}", f"messages[{i}].content"), **log) from None
+            plain.append({"role": m["role"], "content": text})
+            attachments += [{"message": i, **f} for f in files]
         temperature = body.get("temperature")
         if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
             message = (
@@ -96,8 +106,8 @@ class OpenAIDialect:
                 schema = response_format["json_schema"]["schema"]
             elif response_format["type"] == "json_object":
                 schema = {"type": "object"}
-        system = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "developer")) or None
-        turns = [m for m in messages if m["role"] not in ("system", "developer")]
+        system = "\n\n".join(m["content"] for m in plain if m["role"] in ("system", "developer")) or None
+        turns = [m for m in plain if m["role"] not in ("system", "developer")]
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         return SimCall(
@@ -107,7 +117,12 @@ class OpenAIDialect:
             system=system,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             stream=bool(body.get("stream")),
-            log={"messages": messages, "include_usage": include_usage, "response_format": response_format},
+            log={
+                "messages": messages,
+                "include_usage": include_usage,
+                "response_format": response_format,
+                "attachments": attachments,
+            },
             schema=schema,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..attachments import Attachment
 from ..auth import LOCAL_OWNER
 from ..errors import CallError
 from ..keys.budget import Budget, MoneyBudget
@@ -75,9 +76,16 @@ class Store(Protocol):
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
         usage: UsageRow | None = None,
+        blobs: list[Attachment] | None = None,
     ) -> None:
         """Append all turns, save `keys` and add `usage`, in one transaction; `create` starts `owner`'s new
-        conversation."""
+        conversation. `blobs` (attachments with their bytes) are stored once per sha256."""
+
+    async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
+        """The bytes of the stored attachments with these sha256 (those that exist)."""
+
+    async def blob_bytes(self) -> int:
+        """How many bytes of attachments the store holds (for `[limits] max_stored_attachment_bytes`)."""
 
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 
+from ..attachments import Attachment
 from ..auth import LOCAL_OWNER
 from ..keys.budget import Budget, MoneyBudget, MoneySpend, Spend, try_spend, try_spend_money
 from ..keys.state import KeyRecord
@@ -21,6 +22,7 @@ class MemoryStore:
         self._usage: dict[tuple[str, str, str, str], list[float]] = {}
         self._budgets: dict[str, Spend] = {}
         self._money: dict[str, MoneySpend] = {}
+        self._blobs: dict[str, bytes] = {}
 
     async def open(self) -> None:
         return None
@@ -50,6 +52,7 @@ class MemoryStore:
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
         usage: UsageRow | None = None,
+        blobs: list[Attachment] | None = None,
     ) -> None:
         if create:
             if conversation_id in self._conversations:
@@ -60,6 +63,9 @@ class MemoryStore:
         elif self._owner.get(conversation_id) != owner:
             raise ConversationConflict(conversation_id)
         self._conversations[conversation_id].extend(turns)
+        for blob in blobs or []:
+            if blob.data is not None:
+                self._blobs.setdefault(blob.sha256, blob.data)
         await self.save_keys(keys or [])
         if usage is not None:
             totals = self._usage.setdefault((usage.day, usage.owner, usage.model, usage.key_id), [0, 0, 0, 0.0, 0])
@@ -79,6 +85,12 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
+        return {h: self._blobs[h] for h in hashes if h in self._blobs}
+
+    async def blob_bytes(self) -> int:
+        return sum(len(b) for b in self._blobs.values())
 
     async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
         return sorted(

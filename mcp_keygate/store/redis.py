@@ -20,6 +20,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
+from ..attachments import Attachment
 from ..auth import LOCAL_OWNER
 from ..errors import PoolContention
 from ..keys.budget import Budget, MoneyBudget, try_spend, try_spend_money
@@ -84,7 +85,7 @@ class RedisStore:
         found_owner, raws = await pipe.execute()
         if found_owner is None or _text(found_owner) != owner:
             return None
-        return [Turn(**json.loads(raw)) for raw in raws]
+        return [_turn(json.loads(raw)) for raw in raws]
 
     @redis_call
     async def append_turns(
@@ -96,9 +97,13 @@ class RedisStore:
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
         usage: UsageRow | None = None,
+        blobs: list[Attachment] | None = None,
     ) -> None:
         meta = self._meta(conversation_id)
-        payload = [json.dumps(asdict(t)) for t in turns]
+        payload = [json.dumps({**asdict(t), "attachments": [a.to_dict() for a in t.attachments]}) for t in turns]
+        for blob in blobs or []:  # content-addressed: written once, before the turns that name them
+            if blob.data is not None and await self.redis.set(f"{self.prefix}:blob:{blob.sha256}", blob.data, nx=True):
+                await self.redis.incrby(f"{self.prefix}:blobs:bytes", blob.size)
         for _ in range(MAX_TRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -210,6 +215,17 @@ class RedisStore:
         raise PoolContention(f"could not charge the money budget of {name} after {MAX_TRIES} tries")
 
     @redis_call
+    async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
+        if not hashes:
+            return {}
+        raws = await self.redis.mget([f"{self.prefix}:blob:{h}" for h in hashes])
+        return {h: raw if isinstance(raw, bytes) else raw.encode() for h, raw in zip(hashes, raws, strict=True) if raw}
+
+    @redis_call
+    async def blob_bytes(self) -> int:
+        return int(await self.redis.get(f"{self.prefix}:blobs:bytes") or 0)
+
+    @redis_call
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
         newest = await self.redis.zrevrange(f"{self.prefix}:owner:{owner}:convs", 0, limit - 1)
         ids = [_text(i) for i in cast(list[bytes], newest)]
@@ -223,6 +239,11 @@ class RedisStore:
                 ConversationInfo(cid, float(meta["created_at"]), float(meta["updated_at"]), int(meta["turns"]))
             )
         return infos
+
+
+def _turn(data: dict) -> Turn:
+    attachments = tuple(Attachment.from_dict(a) for a in data.pop("attachments", None) or [])
+    return Turn(**data, attachments=attachments)
 
 
 def _text(value: bytes | str) -> str:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from ..attachments import Attachment
 from ..auth import LOCAL_OWNER
 from ..errors import StoreError
 from ..keys.budget import Budget, MoneyBudget, try_spend, try_spend_money
@@ -66,6 +67,13 @@ CREATE TABLE IF NOT EXISTS usage (
     cost_usd      REAL NOT NULL DEFAULT 0,
     unpriced      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, owner, model, key_id)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256     TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS budgets (
     name       TEXT PRIMARY KEY,
@@ -136,6 +144,9 @@ class SQLiteStore:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
             if "owner" not in columns:  # a state file from before per-client conversations
                 conn.execute("ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'")
+            turn_columns = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
+            if "attachments" not in turn_columns:  # a state file from before attachments
+                conn.execute("ALTER TABLE turns ADD COLUMN attachments TEXT")
             usage_columns = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
             if "cost_usd" not in usage_columns:  # a state file from before costs
                 conn.execute("ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0")
@@ -171,11 +182,11 @@ class SQLiteStore:
             if exists is None:
                 return None
             rows = conn.execute(
-                "SELECT role, content, model, provider, key_id, created_at FROM turns "
+                "SELECT role, content, model, provider, key_id, created_at, attachments FROM turns "
                 "WHERE conversation_id=? ORDER BY seq",
                 (conversation_id,),
             ).fetchall()
-            return [Turn(*row) for row in rows]
+            return [Turn(r[0], r[1], r[2], r[3], r[4], r[5], attachments=_references(r[6])) for r in rows]
 
         return await self._run(read)
 
@@ -188,6 +199,7 @@ class SQLiteStore:
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
         usage: UsageRow | None = None,
+        blobs: list[Attachment] | None = None,
     ) -> None:
         now = time.time()
         key_rows = _key_rows(keys or [])
@@ -208,12 +220,17 @@ class SQLiteStore:
                 raise ConversationConflict(conversation_id)
             start = row[0]
             conn.executemany(
-                "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at) "
-                "VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at, "
+                "attachments) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
-                    (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at)
+                    (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at, refs)
                     for i, t in enumerate(turns)
+                    for refs in [json.dumps([a.to_dict() for a in t.attachments]) if t.attachments else None]
                 ],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO blobs(sha256, media_type, size, data, created_at) VALUES (?,?,?,?,?)",
+                [(b.sha256, b.media_type, b.size, b.data, now) for b in blobs or [] if b.data is not None],
             )
             conn.execute(
                 "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
@@ -301,11 +318,32 @@ class SQLiteStore:
 
         return await self._write(spend)
 
+    async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
+        def read(conn: sqlite3.Connection) -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            for i in range(0, len(hashes), 500):
+                part = hashes[i : i + 500]
+                marks = ",".join("?" * len(part))
+                found.update(conn.execute(f"SELECT sha256, data FROM blobs WHERE sha256 IN ({marks})", part))
+            return found
+
+        return await self._run(read)
+
+    async def blob_bytes(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0])
+
+        return await self._run(read)
+
     async def ping(self) -> bool:
         try:
             return await self._run(_select_one)
         except (StoreError, sqlite3.Error):
             return False
+
+
+def _references(raw: str | None) -> tuple[Attachment, ...]:
+    return tuple(Attachment.from_dict(item) for item in json.loads(raw)) if raw else ()
 
 
 def _select_one(conn: sqlite3.Connection) -> bool:

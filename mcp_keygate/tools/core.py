@@ -22,6 +22,7 @@ from ..schemas import (
     ResetResult,
     UsageResult,
 )
+from .files import ClientRoots, gather
 from .services import ToolServices
 
 log = logging.getLogger("mcp_keygate.server")
@@ -33,6 +34,17 @@ CALLS_A_MODEL = ToolAnnotations(
 )
 RESETS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
+FILES_HELP = (
+    "files to send with the prompt: text (sent with its path as a header), PDFs and images. Over stdio a "
+    "path inside the client's roots; over HTTP inline only: {data: base64, media_type, name}, MCP image "
+    "content {type: image, data, mimeType} or an embedded resource "
+    "{type: resource, resource: {uri, text|blob, mimeType}}"
+)
+Files = Annotated[list[str | dict[str, Any]] | None, Field(description=FILES_HELP)]
+Images = Annotated[
+    list[str | dict[str, Any]] | None,
+    Field(description="images (PNG, JPEG, GIF, WebP) to send with the prompt; the same forms as `files`"),
+]
 MaxWait = Annotated[float, Field(ge=0, le=600, description="how long to wait for a cooling key before failing")]
 ConversationId = Annotated[str | None, Field(description="continue this conversation; omit to start a new one")]
 
@@ -65,8 +77,13 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
             dict[str, Any] | None,
             Field(description="a JSON Schema: the answer comes back as `json` too, validated against it"),
         ] = None,
+        files: Files = None,
+        images: Images = None,
+        roots: ClientRoots = None,
     ) -> CompleteResult:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
+        with services.tool_errors():
+            attachments = gather(ctx, services.config, files, images, roots)
         request = CompleteRequest(
             prompt,
             messages,
@@ -77,6 +94,7 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
             temperature,
             max_wait_s,
             response_schema=response_schema,
+            attachments=attachments,
         )
         owner = services.caller()
         call = services.gateway.calls.complete(request, caller=owner, notify=services.progress(ctx))
