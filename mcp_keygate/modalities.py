@@ -8,6 +8,8 @@ import re
 
 from .config import Config
 from .messages import Message
+from .outcomes import Outcome
+from .route_report import AttemptRecord
 
 # Upstream model names (any provider) that take images and PDFs as input.
 _VISION = re.compile(
@@ -27,3 +29,32 @@ def modalities(config: Config, name: str) -> set[str]:
 def needed(messages: list[Message]) -> set[str]:
     """The kinds of input these messages carry besides text (text files are text)."""
     return {a.kind for m in messages for a in m.attachments if a.kind != "text"}
+
+
+def able_models(config: Config, chain: list[str], messages: list[Message]) -> tuple[list[str], list[AttemptRecord]]:
+    """The models of the chain that take what the messages carry, and an attempt record for each
+    one skipped (nothing is sent to it)."""
+    needs = needed(messages)
+    if not needs:
+        return chain, []
+    able, skipped = [], []
+    for name in chain:
+        lacking = sorted(needs - modalities(config, name))
+        if not lacking:
+            able.append(name)
+            continue
+        why = (
+            f"{name} does not take {' or '.join(lacking)} input (set [models.{name}] modalities if it does); "
+            "skipped without sending"
+        )
+        skipped.append(AttemptRecord(name, "", Outcome.UNSUPPORTED_INPUT.value, None, None, why))
+    return able, skipped
+
+
+def unable_message(chain: list[str], skipped: list[AttemptRecord], messages: list[Message]) -> str:
+    kinds = sorted(needed(messages))
+    return (
+        f"No model of [{', '.join(chain)}] takes {' and '.join(kinds)} input, so nothing was sent. Use a route with a "
+        "model that does (see modalities in the config reference), or leave the attachments out.\n"
+        + "\n".join(f"  - {a.model}: {a.reason}" for a in skipped)
+    )

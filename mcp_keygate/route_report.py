@@ -48,7 +48,8 @@ async def failure_message(
         lines.append("Attempts:")
         for a in attempts:
             retry = f", retry after {a.retry_after_s:g} s" if a.retry_after_s else ""
-            lines.append(f"  - {a.model} with key {a.key_id}: {a.outcome}{retry} — {a.reason}")
+            key = f" with key {a.key_id}" if a.key_id else ""  # unsupported_input: skipped, no key used
+            lines.append(f"  - {a.model}{key}: {a.outcome}{retry} — {a.reason}")
     for name in chain:
         lines.append(f"  {name}: {await model_summary(config, pool, name)}")
     for provider, why in down.items():

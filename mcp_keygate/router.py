@@ -26,7 +26,7 @@ from .heartbeat import heartbeat, interval
 from .keys.base import KeyPool, Lease
 from .keys.rules import Fit
 from .messages import Completion, Message
-from .modalities import modalities, needed
+from .modalities import able_models, unable_message
 from .outcomes import Outcome, Verdict
 from .providers import CallParams, Provider
 from .route_report import AttemptRecord, failure_message
@@ -156,31 +156,13 @@ class Router:
     async def _able(
         self, chain: list[str], messages: list[Message], attempts: list[AttemptRecord], notify: Notify
     ) -> list[str]:
-        """The models of the chain that take what the messages carry (images, PDFs); the others are
-        skipped with an attempt record saying why. RouteFailed when none can."""
-        needs = needed(messages)
-        if not needs:
-            return chain
-        able = []
-        for name in chain:
-            lacking = sorted(needs - modalities(self.config, name))
-            if not lacking:
-                able.append(name)
-                continue
-            why = (
-                f"{name} does not take {' or '.join(lacking)} input (set [models.{name}] modalities if it does); "
-                "skipped without sending"
-            )
-            attempts.append(AttemptRecord(name, "", Outcome.UNSUPPORTED_INPUT.value, None, None, why))
-            await notify(why, "notice")
+        """The models of the chain that take the call's images and PDFs; RouteFailed when none does."""
+        able, skipped = able_models(self.config, chain, messages)
+        for record in skipped:
+            attempts.append(record)
+            await notify(record.reason, "notice")
         if not able:
-            kinds = " and ".join(sorted(needs))
-            message = (
-                f"No model of [{', '.join(chain)}] takes {kinds} input, so nothing was sent. Use a route with a model "
-                "that does (see modalities in the config reference), or leave the attachments out.\n"
-                + "\n".join(f"  - {a.model}: {a.reason}" for a in attempts)
-            )
-            raise RouteFailed(message, attempts, None)
+            raise RouteFailed(unable_message(chain, skipped, messages), attempts, None)
         return able
 
     async def _wait_for_cooling(self, chain: list[str], wait: float, notify: Notify) -> None:

@@ -325,3 +325,45 @@ def test_check_warns_when_a_money_budget_reaches_a_model_without_a_price(sim, tm
         "policies.team: has a money budget but reaches models with no known price (llama)"
         in checked.stdout + checked.stderr
     )
+
+
+async def test_a_state_file_from_before_costs_and_attachments_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from mcp_keygate.store.base import UsageRow
+    from mcp_keygate.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE conversations (id TEXT PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            turns INTEGER NOT NULL DEFAULT 0, owner TEXT NOT NULL DEFAULT 'local');
+        CREATE TABLE turns (conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, role TEXT NOT NULL,
+            content TEXT NOT NULL, model TEXT, provider TEXT, key_id TEXT, created_at REAL NOT NULL,
+            PRIMARY KEY (conversation_id, seq));
+        CREATE TABLE usage (day TEXT NOT NULL, owner TEXT NOT NULL, model TEXT NOT NULL, key_id TEXT NOT NULL,
+            requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+            PRIMARY KEY (day, owner, model, key_id));
+        INSERT INTO conversations VALUES ('c_old', 1, 1, 1, 'local');
+        INSERT INTO turns VALUES ('c_old', 0, 'user', 'hello from before', NULL, NULL, NULL, 1);
+        INSERT INTO usage VALUES ('2026-01-01', 'local', 'gpt', 'openai:abc', 3, 30, 40);
+        """
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        turns = await store.get_turns("c_old")
+        rows = await store.load_usage("2026-01-01")
+        await store.append_turns(
+            "c_old", [], create=False, usage=UsageRow("2026-01-01", "local", "gpt", "openai:abc", 1, 1, 1, 0.5, 0)
+        )
+        after = await store.load_usage("2026-01-01")
+    finally:
+        await store.close()
+    assert turns is not None and turns[0].content == "hello from before" and turns[0].attachments == ()
+    # Calls from before costs were never priced: unknown, not $0.
+    assert rows == [UsageRow("2026-01-01", "local", "gpt", "openai:abc", 3, 30, 40, 0.0, 3)]
+    assert after[0].requests == 4 and after[0].cost_usd == 0.5 and after[0].unpriced == 3

@@ -66,32 +66,7 @@ class AnthropicDialect:
             raise Rejected(_invalid("max_tokens: Field required"), **log, model=model)
         if not isinstance(messages, list) or not messages:
             raise Rejected(_invalid("messages: at least one message is required"), **log, model=model)
-        turns: list[dict[str, str]] = []
-        attachments: list[dict[str, Any]] = []
-        for i, message in enumerate(messages):
-            role = message.get("role") if isinstance(message, dict) else None
-            try:
-                found = anthropic_blocks(message.get("content")) if isinstance(message, dict) else None
-            except MediaError as exc:
-                raise Rejected(_invalid(f"messages.{i}.content: {exc}"), **log, model=model) from None
-            text, files = found if found is not None else (None, [])
-            attachments += [{"message": i, **f} for f in files]
-            if files and role != "user":
-                raise Rejected(_invalid(f"messages.{i}: image and document blocks are for user turns"), **log)
-            if role not in ("user", "assistant"):
-                raise Rejected(
-                    _invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'"), **log, model=model
-                )
-            if text is None or (not text.strip() and not files and i != len(messages) - 1):
-                raise Rejected(
-                    _invalid(
-                        f"messages.{i}: all messages must have non-empty content except for the optional "
-                        "final assistant message"
-                    ),
-                    **log,
-                    model=model,
-                )
-            turns.append({"role": role, "content": text})
+        turns, attachments = _turns(messages, {**log, "model": model})
         if turns[0]["role"] != "user":
             raise Rejected(_invalid('messages: first message must use the "user" role'), **log, model=model)
         system = body.get("system")
@@ -102,11 +77,7 @@ class AnthropicDialect:
         if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 1):
             raise Rejected(_invalid("temperature: Input should be less than or equal to 1"), **log, model=model)
         tools, tool_choice = body.get("tools"), body.get("tool_choice")
-        problem = anthropic_tool_problem(tools, tool_choice)
-        if problem:
-            raise Rejected(_invalid(problem), **log, model=model)
-        forced = tool_choice.get("name") if isinstance(tool_choice, dict) and tool_choice["type"] == "tool" else None
-        schema = next((t["input_schema"] for t in tools or [] if t["name"] == forced), None)
+        forced, schema = _forced_tool(tools, tool_choice, {**log, "model": model})
         return SimCall(
             key=key,
             model=model,
@@ -229,6 +200,43 @@ class AnthropicDialect:
         }
         yield sse(message_delta, "message_delta")
         yield sse({"type": "message_stop"}, "message_stop")
+
+
+def _turns(messages: list[Any], log: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The messages as {role, content} text (checked as the API checks them), and their files."""
+    turns: list[dict[str, str]] = []
+    attachments: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        try:
+            found = anthropic_blocks(message.get("content")) if isinstance(message, dict) else None
+        except MediaError as exc:
+            raise Rejected(_invalid(f"messages.{i}.content: {exc}"), **log) from None
+        text, files = found if found is not None else (None, [])
+        attachments += [{"message": i, **f} for f in files]
+        if files and role != "user":
+            raise Rejected(_invalid(f"messages.{i}: image and document blocks are for user turns"), **log)
+        if role not in ("user", "assistant"):
+            raise Rejected(_invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'"), **log)
+        if text is None or (not text.strip() and not files and i != len(messages) - 1):
+            raise Rejected(
+                _invalid(
+                    f"messages.{i}: all messages must have non-empty content except for the optional "
+                    "final assistant message"
+                ),
+                **log,
+            )
+        turns.append({"role": role, "content": text})
+    return turns, attachments
+
+
+def _forced_tool(tools: Any, tool_choice: Any, log: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """The tool the request forces (its input is the answer) and that tool's input schema."""
+    problem = anthropic_tool_problem(tools, tool_choice)
+    if problem:
+        raise Rejected(_invalid(problem), **log)
+    forced = tool_choice.get("name") if isinstance(tool_choice, dict) and tool_choice["type"] == "tool" else None
+    return forced, next((t["input_schema"] for t in tools or [] if t["name"] == forced), None)
 
 
 def _usage(answer: Answer) -> dict[str, int]:

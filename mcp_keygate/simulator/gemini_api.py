@@ -82,24 +82,7 @@ class GeminiDialect:
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             raise Rejected(_invalid("* GenerateContentRequest.contents: contents is not specified"), **log)
-        turns: list[dict[str, str]] = []
-        attachments: list[dict[str, Any]] = []
-        for i, content in enumerate(contents):
-            role = content.get("role", "user") if isinstance(content, dict) else None
-            parts = content.get("parts") if isinstance(content, dict) else None
-            if role not in ("user", "model"):
-                raise Rejected(_invalid(f"Please use a valid role: user, model. (contents[{i}].role)"), **log)
-            try:
-                found = gemini_parts(parts)
-            except MediaError as exc:
-                raise Rejected(_invalid(f"* GenerateContentRequest.contents[{i}].parts: {exc}"), **log) from None
-            if found is None:
-                raise Rejected(
-                    _invalid(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."), **log
-                )
-            text = found[0]
-            attachments += [{"message": i, **f} for f in found[1]]
-            turns.append({"role": "assistant" if role == "model" else "user", "content": text})
+        turns, attachments = _turns(contents, log)
         system_instruction = body.get("systemInstruction") or body.get("system_instruction")
         system = None
         if system_instruction is not None:
@@ -108,13 +91,7 @@ class GeminiDialect:
                 raise Rejected(_invalid("systemInstruction.parts must be a list"), **log)
             system = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
         config = body.get("generationConfig") or body.get("generation_config") or {}
-        problem = gemini_config_problem(config)
-        if problem:
-            raise Rejected(_invalid(problem), **log)
-        schema = camel_schema(config.get("responseSchema", config.get("response_schema")))
-        schema = config.get("responseJsonSchema", config.get("response_json_schema", schema))
-        if schema is None and config.get("responseMimeType", config.get("response_mime_type")) == "application/json":
-            schema = {"type": "object"}
+        schema = _schema(config, log)
         max_tokens = config.get("maxOutputTokens")
         return SimCall(
             key=key,
@@ -201,6 +178,41 @@ class GeminiDialect:
                     yield sse({"error": error})
                 return
             yield sse(self._frame(answer, word, finish=i == len(words) - 1))
+
+
+def _turns(contents: list[Any], log: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The contents as {role, content} text (checked as the API checks them), and their files."""
+    turns: list[dict[str, str]] = []
+    attachments: list[dict[str, Any]] = []
+    for i, content in enumerate(contents):
+        role = content.get("role", "user") if isinstance(content, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if role not in ("user", "model"):
+            raise Rejected(_invalid(f"Please use a valid role: user, model. (contents[{i}].role)"), **log)
+        try:
+            found = gemini_parts(parts)
+        except MediaError as exc:
+            raise Rejected(_invalid(f"* GenerateContentRequest.contents[{i}].parts: {exc}"), **log) from None
+        if found is None:
+            raise Rejected(
+                _invalid(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."), **log
+            )
+        text = found[0]
+        attachments += [{"message": i, **f} for f in found[1]]
+        turns.append({"role": "assistant" if role == "model" else "user", "content": text})
+    return turns, attachments
+
+
+def _schema(config: dict[str, Any], log: dict[str, Any]) -> Any:
+    """The schema a structured answer must fit (None: a plain answer)."""
+    problem = gemini_config_problem(config)
+    if problem:
+        raise Rejected(_invalid(problem), **log)
+    schema = camel_schema(config.get("responseSchema", config.get("response_schema")))
+    schema = config.get("responseJsonSchema", config.get("response_json_schema", schema))
+    if schema is None and config.get("responseMimeType", config.get("response_mime_type")) == "application/json":
+        schema = {"type": "object"}
+    return schema
 
 
 DIALECT = GeminiDialect()

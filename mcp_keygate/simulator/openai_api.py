@@ -80,15 +80,7 @@ class OpenAIDialect:
             raise Rejected(
                 _bad_request("'messages' must be a non-empty array of {role, content} objects", "messages"), **log
             )
-        attachments: list[dict[str, Any]] = []
-        plain: list[dict[str, str]] = []
-        for i, m in enumerate(messages):
-            try:
-                text, files = openai_parts(m["content"], m["role"])
-            except MediaError as exc:
-                raise Rejected(_bad_request(f"messages[{i}]: {exc}", f"messages[{i}].content"), **log) from None
-            plain.append({"role": m["role"], "content": text})
-            attachments += [{"message": i, **f} for f in files]
+        plain, attachments = _plain(messages, log)
         temperature = body.get("temperature")
         if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
             message = (
@@ -97,15 +89,7 @@ class OpenAIDialect:
             )
             raise Rejected(_bad_request(message, "temperature"), **log, model=model)
         response_format = body.get("response_format")
-        schema = None
-        if response_format is not None:
-            problem = openai_format_problem(response_format)
-            if problem:
-                raise Rejected(_bad_request(problem, "response_format"), **log, model=model)
-            if response_format["type"] == "json_schema":
-                schema = response_format["json_schema"]["schema"]
-            elif response_format["type"] == "json_object":
-                schema = {"type": "object"}
+        schema = _schema(response_format, {**log, "model": model})
         system = "\n\n".join(m["content"] for m in plain if m["role"] in ("system", "developer")) or None
         turns = [m for m in plain if m["role"] not in ("system", "developer")]
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -249,6 +233,32 @@ def _usage(answer: Answer) -> dict[str, int]:
         "completion_tokens": answer.completion_tokens,
         "total_tokens": answer.prompt_tokens + answer.completion_tokens,
     }
+
+
+def _plain(messages: list[dict[str, Any]], log: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The messages as {role, content} text, and the files their parts carry (checked)."""
+    attachments: list[dict[str, Any]] = []
+    plain: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        try:
+            text, files = openai_parts(m["content"], m["role"])
+        except MediaError as exc:
+            raise Rejected(_bad_request(f"messages[{i}]: {exc}", f"messages[{i}].content"), **log) from None
+        plain.append({"role": m["role"], "content": text})
+        attachments += [{"message": i, **f} for f in files]
+    return plain, attachments
+
+
+def _schema(response_format: Any, log: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema a structured answer must fit (None: a plain answer)."""
+    if response_format is None:
+        return None
+    problem = openai_format_problem(response_format)
+    if problem:
+        raise Rejected(_bad_request(problem, "response_format"), **log)
+    if response_format["type"] == "json_schema":
+        return response_format["json_schema"]["schema"]
+    return {"type": "object"} if response_format["type"] == "json_object" else None
 
 
 DIALECT = OpenAIDialect()

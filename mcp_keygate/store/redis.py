@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import cast
 
@@ -130,8 +131,8 @@ class RedisStore:
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}requests", usage.requests)
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}input_tokens", usage.input_tokens)
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}output_tokens", usage.output_tokens)
-                        if usage.cost_usd:
-                            pipe.hincrbyfloat(where, f"{head}{_FIELD_SEP}cost_usd", usage.cost_usd)
+                        # Always written (0 too): a row without it predates costs, and its cost is unknown.
+                        pipe.hincrbyfloat(where, f"{head}{_FIELD_SEP}cost_usd", usage.cost_usd)
                         if usage.unpriced:
                             pipe.hincrby(where, f"{head}{_FIELD_SEP}unpriced", usage.unpriced)
                     await pipe.execute()
@@ -163,7 +164,7 @@ class RedisStore:
                         int(counts.get("input_tokens", 0)),
                         int(counts.get("output_tokens", 0)),
                         counts.get("cost_usd", 0.0),
-                        int(counts.get("unpriced", 0)),
+                        int(counts.get("unpriced", 0) if "cost_usd" in counts else counts.get("requests", 0)),
                     )
                 )
         return rows
@@ -172,47 +173,43 @@ class RedisStore:
     async def spend_budget(
         self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
     ) -> tuple[float, str]:
-        key = f"{self.prefix}:budget:{name}"
-        for _ in range(MAX_TRIES):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    state = json.loads(raw) if raw else {}
-                    verdict = try_spend(state, budget, now, requests, tokens, enforce)
-                    if verdict[0] > 0:
-                        await pipe.reset()
-                        return verdict
-                    pipe.multi()
-                    pipe.set(key, json.dumps(state), ex=2 * 86_400)
-                    await pipe.execute()
-                    return verdict
-                except WatchError:
-                    continue
-        raise PoolContention(f"could not charge the budget of {name} after {MAX_TRIES} tries")
+        def spend(state: dict) -> tuple[float, str]:
+            return try_spend(state, budget, now, requests, tokens, enforce)
+
+        return await self._charge(f"{self.prefix}:budget:{name}", spend, 2 * 86_400, name)
 
     @redis_call
     async def spend_money(
         self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
     ) -> tuple[float, str]:
-        key = f"{self.prefix}:budget:usd:{name}"
+        def spend(state: dict) -> tuple[float, str]:
+            return try_spend_money(state, budget, now, amount, enforce)
+
+        # Kept a month and a day: the longest money window, and a day to spare.
+        return await self._charge(f"{self.prefix}:budget:usd:{name}", spend, 32 * 86_400, name)
+
+    async def _charge(
+        self, key: str, spend: Callable[[dict], tuple[float, str]], ttl: int, name: str
+    ) -> tuple[float, str]:
+        """One optimistic transaction on a budget's JSON state: `spend` charges it (returning (0, ""))
+        or refuses (a wait and why, nothing written)."""
         for _ in range(MAX_TRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.get(key)
                     state = json.loads(raw) if raw else {}
-                    verdict = try_spend_money(state, budget, now, amount, enforce)
+                    verdict = spend(state)
                     if verdict[0] > 0:
                         await pipe.reset()
                         return verdict
                     pipe.multi()
-                    pipe.set(key, json.dumps(state), ex=32 * 86_400)  # a month's window, and a day to spare
+                    pipe.set(key, json.dumps(state), ex=ttl)
                     await pipe.execute()
                     return verdict
                 except WatchError:
                     continue
-        raise PoolContention(f"could not charge the money budget of {name} after {MAX_TRIES} tries")
+        raise PoolContention(f"could not charge the budget of {name} after {MAX_TRIES} tries")
 
     @redis_call
     async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:

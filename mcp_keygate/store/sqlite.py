@@ -151,6 +151,7 @@ class SQLiteStore:
             if "cost_usd" not in usage_columns:  # a state file from before costs
                 conn.execute("ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0")
                 conn.execute("ALTER TABLE usage ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0")
+                conn.execute("UPDATE usage SET unpriced = requests")  # their cost was never known: not $0
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the state file {self.path}: {exc}") from None
         return conn
@@ -219,19 +220,8 @@ class SQLiteStore:
             if row is None:
                 raise ConversationConflict(conversation_id)
             start = row[0]
-            conn.executemany(
-                "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at, "
-                "attachments) VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at, refs)
-                    for i, t in enumerate(turns)
-                    for refs in [json.dumps([a.to_dict() for a in t.attachments]) if t.attachments else None]
-                ],
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO blobs(sha256, media_type, size, data, created_at) VALUES (?,?,?,?,?)",
-                [(b.sha256, b.media_type, b.size, b.data, now) for b in blobs or [] if b.data is not None],
-            )
+            _insert_turns(conn, conversation_id, start, turns)
+            _insert_blobs(conn, blobs or [], now)
             conn.execute(
                 "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
                 (len(turns), now, conversation_id),
@@ -287,59 +277,74 @@ class SQLiteStore:
     async def spend_budget(
         self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
     ) -> tuple[float, str]:
-        def spend(conn: sqlite3.Connection) -> tuple[float, str]:
-            row = conn.execute("SELECT spend FROM budgets WHERE name=?", (name,)).fetchone()
-            state = json.loads(row[0]) if row else {}
-            verdict = try_spend(state, budget, now, requests, tokens, enforce)
-            if verdict[0] == 0:
-                conn.execute(
-                    "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
-                    "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
-                    (name, json.dumps(state), now),
-                )
-            return verdict
-
-        return await self._write(spend)
+        return await self._write(
+            lambda conn: _charge(
+                conn, name, now, lambda state: try_spend(state, budget, now, requests, tokens, enforce)
+            )
+        )
 
     async def spend_money(
         self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
     ) -> tuple[float, str]:
-        def spend(conn: sqlite3.Connection) -> tuple[float, str]:
-            row = conn.execute("SELECT spend FROM budgets WHERE name=?", (f"usd:{name}",)).fetchone()
-            state = json.loads(row[0]) if row else {}
-            verdict = try_spend_money(state, budget, now, amount, enforce)
-            if verdict[0] == 0:
-                conn.execute(
-                    "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
-                    "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
-                    (f"usd:{name}", json.dumps(state), now),
-                )
-            return verdict
-
-        return await self._write(spend)
+        return await self._write(
+            lambda conn: _charge(conn, f"usd:{name}", now, lambda s: try_spend_money(s, budget, now, amount, enforce))
+        )
 
     async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
-        def read(conn: sqlite3.Connection) -> dict[str, bytes]:
-            found: dict[str, bytes] = {}
-            for i in range(0, len(hashes), 500):
-                part = hashes[i : i + 500]
-                marks = ",".join("?" * len(part))
-                found.update(conn.execute(f"SELECT sha256, data FROM blobs WHERE sha256 IN ({marks})", part))
-            return found
-
-        return await self._run(read)
+        return await self._run(lambda conn: _read_blobs(conn, hashes))
 
     async def blob_bytes(self) -> int:
-        def read(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0])
-
-        return await self._run(read)
+        return await self._run(lambda conn: int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0]))
 
     async def ping(self) -> bool:
         try:
             return await self._run(_select_one)
         except (StoreError, sqlite3.Error):
             return False
+
+
+def _charge(
+    conn: sqlite3.Connection, name: str, now: float, spend: Callable[[dict], tuple[float, str]]
+) -> tuple[float, str]:
+    """Charge a budget's JSON state in this transaction (nothing written when `spend` refuses)."""
+    row = conn.execute("SELECT spend FROM budgets WHERE name=?", (name,)).fetchone()
+    state = json.loads(row[0]) if row else {}
+    verdict = spend(state)
+    if verdict[0] == 0:
+        conn.execute(
+            "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
+            (name, json.dumps(state), now),
+        )
+    return verdict
+
+
+def _insert_turns(conn: sqlite3.Connection, conversation_id: str, start: int, turns: list[Turn]) -> None:
+    conn.executemany(
+        "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at, "
+        "attachments) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at, refs)
+            for i, t in enumerate(turns)
+            for refs in [json.dumps([a.to_dict() for a in t.attachments]) if t.attachments else None]
+        ],
+    )
+
+
+def _insert_blobs(conn: sqlite3.Connection, blobs: list[Attachment], now: float) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO blobs(sha256, media_type, size, data, created_at) VALUES (?,?,?,?,?)",
+        [(b.sha256, b.media_type, b.size, b.data, now) for b in blobs if b.data is not None],
+    )
+
+
+def _read_blobs(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for i in range(0, len(hashes), 500):  # under SQLite's limit on bound parameters
+        part = hashes[i : i + 500]
+        marks = ",".join("?" * len(part))
+        found.update(conn.execute(f"SELECT sha256, data FROM blobs WHERE sha256 IN ({marks})", part))
+    return found
 
 
 def _references(raw: str | None) -> tuple[Attachment, ...]:
