@@ -468,3 +468,22 @@ async def test_on_redis_attachments_are_kept_once_and_reach_a_later_model(sim, r
     assert again.model == "gpt" and later.model == "flash" and stored == len(IMAGE)
     assert [a["sha256"] for a in sim_log(sim)[-1]["attachments"]] == [sha(IMAGE)]
     assert history.turns[0].attachments[0].sha256 == sha(IMAGE)
+
+
+def test_attack_inline_content_over_the_limits_is_refused_before_it_is_decoded():
+    from mcp_keygate.attachments import Gatherer
+    from mcp_keygate.config import LimitsConfig
+    from mcp_keygate.errors import InvalidRequest
+
+    limits = LimitsConfig(max_file_bytes=100, max_attachments=2, max_attachment_bytes=150)
+    remote = Gatherer(limits, None, remote=True)
+    with pytest.raises(InvalidRequest, match=r"files\[0\]: over 100 bytes once decoded"):
+        remote.gather([{"data": "A" * 10_000_000, "media_type": "text/plain"}], None)
+    with pytest.raises(InvalidRequest, match=r"3 attachments, the limit is 2 \(\[limits\] max_attachments\)"):
+        Gatherer(limits, None, True).gather([{"text": "a"}, {"text": "b"}, {"text": "c"}], None)
+    with pytest.raises(InvalidRequest, match=r"files\[1\]: the attachments come to more than 150 bytes"):
+        Gatherer(limits, None, True).gather([{"text": "a" * 90}, {"text": "b" * 90}], None)
+    with pytest.raises(InvalidRequest, match=r"images\[0\]: expected a path \(stdio only\) or inline content"):
+        Gatherer(limits, None, True).gather(None, [42])
+    found = Gatherer(limits, None, True).gather([{"data": b64(b"# notes"), "media_type": "text/markdown"}], None)
+    assert found[0].media_type == "text/plain" and found[0].data == b"# notes"
