@@ -12,13 +12,20 @@ from .errors import KeygateError
 from .schemas import CompleteResult
 
 if TYPE_CHECKING:
+    from .activity import Activity
     from .metrics import Metrics
 
 log = logging.getLogger("mcp_keygate.server")
 
 
-async def accounted(metrics: Metrics | None, owner: str, what: str, call: Awaitable[CompleteResult]) -> CompleteResult:
-    """Await `call`; log and count it (a KeygateError is re-raised after being counted)."""
+async def accounted(
+    metrics: Metrics | None,
+    owner: str,
+    what: str,
+    call: Awaitable[CompleteResult],
+    activity: Activity | None = None,
+) -> CompleteResult:
+    """Await `call`; log and count it, with its cost (a KeygateError is re-raised after being counted)."""
     with tracing.call_span(owner, what) as span:
         try:
             result = await call
@@ -30,8 +37,11 @@ async def accounted(metrics: Metrics | None, owner: str, what: str, call: Awaita
             raise
         tracing.end_call(span, result)
     log.info("%s by %s answered by %s with key %s", what, owner, result.model, result.key_id)
+    if activity is not None:
+        activity.on_cost(owner, result.model, result.key_id, result.cost_usd)
     if metrics is not None:
         usage = result.usage
         metrics.on_call(owner, "ok")
         metrics.on_usage(owner, result.model, result.key_id, usage.input_tokens, usage.output_tokens)
+        metrics.on_cost(owner, result.model, result.key_id, result.cost_usd)
     return result

@@ -3,10 +3,12 @@ the answer taught us (or cancel it), and tell the observers (activity, metrics) 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal, Protocol
+from dataclasses import replace
+from typing import Any, Literal, Protocol
 
 import anyio
 import httpx2
@@ -16,9 +18,10 @@ from .config import Config
 from .heartbeat import heartbeat
 from .keys.base import KeyPool, Lease
 from .messages import Completion, Message
-from .outcomes import Verdict
-from .providers import CallParams, Provider, send_attempt
+from .outcomes import Outcome, Verdict
+from .providers import Attempt, CallParams, Provider, send_attempt
 from .route_report import AttemptRecord
+from .structured import parse_answer
 
 log = logging.getLogger("mcp_keygate.router")
 
@@ -89,6 +92,8 @@ class AttemptRunner:
                     deadline_s=self.config.providers[lease.key.provider].timeout_s,
                     max_bytes=self.config.limits.max_response_bytes,
                 )
+            if attempt.completion is not None and params.response_schema is not None:
+                attempt = structured_attempt(attempt, params.response_schema)
             used = None
             if attempt.completion is not None:
                 used = attempt.completion.usage.input_tokens + attempt.completion.usage.output_tokens or None
@@ -116,3 +121,15 @@ class AttemptRunner:
             "attempt model=%s key=%s outcome=%s status=%s", name, record.key_id, record.outcome, record.status_code
         )
         return record
+
+
+def structured_attempt(attempt: Attempt, schema: dict[str, Any]) -> Attempt:
+    """An answer to a call with a response_schema: parsed and checked, or a failed attempt
+    (`invalid_output`) with the answer dropped — never returned as valid."""
+    assert attempt.completion is not None
+    value, problem = parse_answer(attempt.completion.text, schema)
+    if problem is not None:
+        verdict = Verdict(Outcome.INVALID_OUTPUT, attempt.verdict.status_code, reason=problem)
+        return replace(attempt, verdict=verdict, completion=None)
+    text = json.dumps(value, ensure_ascii=False)  # the JSON itself, without any fence around it
+    return replace(attempt, completion=replace(attempt.completion, text=text, data=value))

@@ -7,7 +7,6 @@ and its usage in one store transaction. Presets come through here too, as a rend
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -15,17 +14,19 @@ from typing import Any
 
 import anyio
 
+from .attachments import Attachment
 from .attempts import Notify
 from .auth import LOCAL_OWNER
 from .complete_request import CompleteRequest, checked_messages
 from .config import Config
 from .context import raw_estimate
-from .conversations import load_history, new_conversation_id, request_messages
+from .conversations import check_room, load_history, new_conversation_id, request_messages, with_attachment_bytes
 from .errors import CallError, InvalidRequest
 from .keys.base import KeyPool
 from .keys.state import KeyRecord
 from .messages import Message, Turn
-from .policies import Policies, PolicyRefused
+from .policies import Charges, Policies
+from .pricing import Prices, rounded
 from .providers import CallParams
 from .router import Routed, RouteFailed, Router
 from .schemas import AttemptOut, CompleteResult, UsageOut
@@ -38,6 +39,9 @@ LastResort = Callable[[list[Message], CallParams, RouteFailed], Awaitable[Routed
 
 # Key counters (requests, headroom, budget spend) are written at most this often; state changes at once.
 COUNTER_FLUSH_S = 1.0
+# Output tokens a money budget reserves for a call that sets no max_tokens on a model that has no
+# max_output_tokens (Anthropic's default cap here too).
+DEFAULT_OUTPUT_ESTIMATE = 4096
 
 
 class CallTimedOut(CallError):
@@ -69,6 +73,8 @@ class CallService:
         self.policies = policies
         self.in_flight = in_flight or InFlight()  # shared with the service a reload replaced
         self._counters_flushed = 0.0
+        self.prices = Prices(config)
+        self.charges = Charges(policies, store)
 
     async def complete(
         self,
@@ -97,30 +103,42 @@ class CallService:
     ) -> CompleteResult:
         new = checked_messages(request, self.config)
         history = await self._history(request.conversation_id, caller, len(new))
+        history = await with_attachment_bytes(self.store, history)
+        blobs = await check_room(self.store, new, self.config.limits)
         context = request_messages(history, new)
         if not any(m.role == "user" for m in context):
             raise InvalidRequest("messages: at least one message with role 'user' is needed")
         policy = self.policies.for_token(caller)
         if policy is not None:
             policy.check(self.config, caller, request.model, request.preset)
-        cost = int(raw_estimate(context)) + (request.max_tokens or 0)
-        charged = await self._charge_budget(caller, cost)
         chain = self.config.route(request.model) or []
-        params = CallParams(request.max_tokens, request.temperature)
+        estimate = int(raw_estimate(context))
+        usd = self.prices.estimate(chain, estimate, self._most_output(chain, request.max_tokens))
+        charge = await self.charges.reserve(caller, estimate + (request.max_tokens or 0), usd)
+        params = CallParams(request.max_tokens, request.temperature, response_schema=request.response_schema)
         try:
             routed = await self._route(request, chain, context, params, caller, notify, last_resort)
         except BaseException:
             with anyio.CancelScope(shield=True):  # what the failed call learned about keys is kept
                 await self.store.save_keys(self._keys_to_write())
-                if charged:
-                    await self._settle_budget(caller, cost, 0)
+                await self.charges.settle(charge, 0, 0.0)
             raise
         conversation_id = request.conversation_id or new_conversation_id()
-        await self._store(conversation_id, request.conversation_id is None, caller, new, routed)
-        if charged:
-            used = routed.completion.usage
-            await self._settle_budget(caller, cost, used.input_tokens + used.output_tokens)
-        return _result(routed, conversation_id)
+        used = routed.completion.usage
+        cost = self.prices.cost(routed.model, used.input_tokens, used.output_tokens)
+        try:
+            await self._store(conversation_id, request.conversation_id is None, caller, new, routed, cost, blobs)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.charges.settle(charge, used.input_tokens + used.output_tokens, cost or 0.0)
+        return _result(routed, conversation_id, cost)
+
+    def _most_output(self, chain: list[str], max_tokens: int | None) -> int:
+        """The most output tokens any model of the route may write for this call (for the money estimate)."""
+        if max_tokens is not None:
+            return max_tokens
+        caps = [self.config.models[name].max_output_tokens for name in chain]
+        return max((c or DEFAULT_OUTPUT_ESTIMATE for c in caps), default=DEFAULT_OUTPUT_ESTIMATE)
 
     async def _route(
         self,
@@ -163,16 +181,27 @@ class CallService:
             )
         return history
 
-    async def _store(self, conversation_id: str, create: bool, caller: str, new: list[Message], routed: Routed) -> None:
+    async def _store(
+        self,
+        conversation_id: str,
+        create: bool,
+        caller: str,
+        new: list[Message],
+        routed: Routed,
+        cost: float | None,
+        blobs: list[Attachment],
+    ) -> None:
         """One transaction: the user turns, the answer, what the call taught us about keys, and its usage."""
         now = time.time()
         usage = routed.completion.usage
-        turns = [Turn(m.role, m.content, created_at=now) for m in new]
+        turns = [Turn(m.role, m.content, created_at=now, attachments=_references(m)) for m in new]
         turns.append(Turn("assistant", routed.completion.text, routed.model, routed.provider, routed.key_id, now))
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
-        used = UsageRow(day, caller, routed.model, routed.key_id, 1, usage.input_tokens, usage.output_tokens)
+        tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
+        unpriced = int(cost is None)
+        used = UsageRow(day, caller, routed.model, routed.key_id, 1, tokens_in, tokens_out, cost or 0.0, unpriced)
         await self.store.append_turns(
-            conversation_id, turns, create=create, owner=caller, keys=self._keys_to_write(), usage=used
+            conversation_id, turns, create=create, owner=caller, keys=self._keys_to_write(), usage=used, blobs=blobs
         )
 
     def _keys_to_write(self) -> list[KeyRecord]:
@@ -182,26 +211,6 @@ class CallService:
             self._counters_flushed = now
             return self.pool.take_dirty()
         return self.pool.take_dirty(state_changes_only=True)
-
-    async def _charge_budget(self, caller: str, cost: int) -> bool:
-        """Count this call against its caller's budget (shared by every instance), or refuse it."""
-        policy = self.policies.for_token(caller)
-        if policy is None or not policy.budget:
-            return False
-        wait, why = await self.store.spend_budget(f"token:{caller}", policy.budget, time.time(), 1, cost)
-        if wait > 0:
-            when = "never at this size (shorten the request)" if wait == math.inf else f"in {math.ceil(wait)} s"
-            raise PolicyRefused(
-                f"token {caller!r} is over its budget under policy {policy.name!r} ({policy.budget.describe()}): "
-                f"{why.removeprefix('client-side budget: ')}; it has room again {when}"
-            )
-        return True
-
-    async def _settle_budget(self, caller: str, cost: int, used: int) -> None:
-        """Replace the call's token estimate with what it really used (0 when it failed)."""
-        policy = self.policies.for_token(caller)
-        if policy is not None and (policy.budget.tpm is not None or policy.budget.tpd is not None):
-            await self.store.spend_budget(f"token:{caller}", policy.budget, time.time(), 0, used - cost, enforce=False)
 
     async def run_preset(
         self,
@@ -236,20 +245,29 @@ class CallService:
             max_tokens=preset.max_tokens,
             temperature=preset.temperature,
             preset=name,
+            response_schema=preset.response_schema,
+            attachments=base.attachments if preset.files or preset.images else (),
         )
         return await self.complete(request, caller=caller, notify=notify, last_resort=last_resort)
 
 
-def _result(routed: Routed, conversation_id: str) -> CompleteResult:
+def _references(message: Message) -> tuple[Attachment, ...]:
+    """What a stored turn keeps of its attachments: references; the bytes go to the store once, by hash."""
+    return tuple(a.reference() for a in message.attachments)
+
+
+def _result(routed: Routed, conversation_id: str, cost: float | None) -> CompleteResult:
     usage = routed.completion.usage
     return CompleteResult(
         text=routed.completion.text,
+        json_answer=routed.completion.data,
         model=routed.model,
         provider=routed.provider,
         key_id=routed.key_id,
         conversation_id=conversation_id,
         finish_reason=routed.completion.finish_reason,
         usage=UsageOut(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+        cost_usd=rounded(cost),
         attempts=[
             AttemptOut(
                 model=a.model,

@@ -6,12 +6,15 @@ turns it into the new turns of the conversation or raises `InvalidRequest` namin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
+from .attachments import Attachment
 from .config import Config
 from .errors import InvalidRequest
 from .messages import Message
 from .schemas import InputMessage
+from .structured import checked_schema
 
 DEFAULT_MAX_WAIT_S = 20.0
 
@@ -29,6 +32,8 @@ class CompleteRequest:
     temperature: float | None = None
     max_wait_s: float = DEFAULT_MAX_WAIT_S
     preset: str | None = None  # the preset tool this call came from (policies may allow presets by name)
+    response_schema: dict[str, Any] | None = None  # the answer must be JSON fitting this JSON Schema
+    attachments: tuple[Attachment, ...] = ()  # files and images (read and checked by attachments.Gatherer)
 
 
 def checked_messages(request: CompleteRequest, config: Config) -> list[Message]:
@@ -54,6 +59,20 @@ def checked_messages(request: CompleteRequest, config: Config) -> list[Message]:
         raise InvalidRequest(f"max_tokens: must be at least 1 (got {request.max_tokens})")
     if request.max_wait_s < 0:
         raise InvalidRequest(f"max_wait_s: must be 0 or more (got {request.max_wait_s})")
+    if request.response_schema is not None:
+        checked_schema(request.response_schema)
+    return _attached(new, request.attachments)
+
+
+def _attached(new: list[Message], attachments: tuple[Attachment, ...]) -> list[Message]:
+    """The call's files and images go with its last user message."""
+    if not attachments:
+        return new
+    last = max((i for i, m in enumerate(new) if m.role == "user"), default=None)
+    if last is None:
+        raise InvalidRequest("files/images: they go with a user message, and the call has none")
+    message = new[last]
+    new[last] = replace(message, attachments=message.attachments + attachments)
     return new
 
 

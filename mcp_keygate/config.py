@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import json
 import os
 import re
 import sys
@@ -98,6 +99,10 @@ class ServerConfig(_Strict):
     upstream_client: Literal["httpx2", "aiohttp"] = Field(
         "httpx2", description='what carries upstream requests: httpx2, or aiohttp (pip install "mcp-keygate[aiohttp]")'
     )
+    file_roots: list[str] = Field(
+        default_factory=list,
+        description="stdio: folders `files`/`images` paths may come from when the client declares no MCP roots",
+    )
 
 
 class LimitsConfig(_Strict):
@@ -109,6 +114,12 @@ class LimitsConfig(_Strict):
     max_request_bytes: int = Field(4_000_000, gt=0, description="HTTP transports: one MCP request body")
     max_response_bytes: int = Field(8_000_000, gt=0, description="one upstream reply")
     call_timeout_s: float = Field(300.0, gt=0, description="a whole complete call, fallbacks and waits included")
+    max_file_bytes: int = Field(10_000_000, gt=0, description="one file or image a call brings")
+    max_attachments: int = Field(10, ge=0, description="files and images in one call")
+    max_attachment_bytes: int = Field(20_000_000, gt=0, description="all files and images of one call together")
+    max_stored_attachment_bytes: int = Field(
+        1_000_000_000, gt=0, description="files and images kept in the state store (each stored once)"
+    )
 
 
 class _BudgetFields(_Strict):
@@ -168,11 +179,22 @@ class ProviderConfig(_BudgetFields):
         return (self.base_url or PROVIDER_TYPES[self.type].base_url or "").rstrip("/")
 
 
+class PriceConfig(_Strict):
+    """A model's price in US dollars per million tokens (overrides the bundled price table)."""
+
+    input_per_mtok: float = Field(ge=0, description="US dollars per million input tokens")
+    output_per_mtok: float = Field(ge=0, description="US dollars per million output tokens")
+
+
 class ModelConfig(_Strict):
     provider: str
     model: str | None = None
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
+    price: PriceConfig | None = Field(None, description="private deployments: what a million tokens cost")
+    modalities: list[Literal["text", "image", "pdf"]] | None = Field(
+        None, description="what the model takes besides text (default: known from the model's name)"
+    )
 
 
 BUILTIN_TOOLS = frozenset(
@@ -215,6 +237,23 @@ class PresetConfig(_Strict):
     route: str = Field("default", description="a route or model name")
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
+    response_schema: dict[str, Any] | None = Field(
+        None, description="the answer must be JSON fitting this JSON Schema (a table, or a JSON string)"
+    )
+    files: bool = Field(False, description="the tool takes `files` (text, PDF, images)")
+    images: bool = Field(False, description="the tool takes `images`")
+
+    @field_validator("response_schema", mode="before")
+    @classmethod
+    def _json_schema(cls, value: object) -> object:
+        from .structured import checked_schema
+
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc})") from None
+        return None if value is None else checked_schema(value, "a JSON Schema")
 
     @field_validator("template")
     @classmethod
@@ -230,6 +269,8 @@ class PolicyConfig(_BudgetFields):
     routes: list[str] | None = Field(None, description="routes allowed (None: all)")
     models: list[str] | None = Field(None, description="models allowed by name (None: all)")
     presets: list[str] | None = Field(None, description="preset tools allowed (None: all)")
+    usd_per_day: float | None = Field(None, gt=0, description="money budget per token, UTC day (US dollars)")
+    usd_per_month: float | None = Field(None, gt=0, description="money budget per token, UTC calendar month")
     sampling: bool = Field(False, description="may a call fall back to the caller's own model ([sampling])")
 
 
@@ -309,7 +350,7 @@ class Config(_Strict):
             for parameter in preset.parameters:
                 if parameter not in used:
                     problems.append(f"{where}.parameters.{parameter}: not used in the template")
-                if parameter in ("conversation_id", "max_wait_s"):
+                if parameter in ("conversation_id", "max_wait_s", "files", "images"):
                     problems.append(f"{where}.parameters.{parameter}: reserved (every preset tool has it)")
         return problems
 
@@ -333,6 +374,9 @@ class Config(_Strict):
                         shown = ", ".join(sorted(known)) or "none defined"
                         problems.append(f"{where}.{field}[{i}]: unknown {field[:-1]} {item!r} (known: {shown})")
         return problems
+
+    def _money_warnings(self) -> list[str]:
+        return _money_warnings_for(self)
 
     def upstream_model(self, name: str) -> str:
         return self.models[name].model or name
@@ -438,6 +482,7 @@ class Config(_Strict):
                 found.append(f"providers.{pname}.keys: no keys listed; calls to this provider will fail")
         if not self.models:
             found.append("models: no models defined; `complete` has nothing to call")
+        found += self._money_warnings()
         for name, policy in self.policies.items():
             for token in policy.tokens:
                 if self.server.auth_tokens and token not in self.server.auth_tokens:
@@ -446,6 +491,26 @@ class Config(_Strict):
                         "(fine if it comes from KEYGATE_AUTH_TOKENS)"
                     )
         return found
+
+
+def _money_warnings_for(config: Config) -> list[str]:
+    """Policies with a money budget that reach a model whose price is unknown (its calls cost nothing
+    against the budget, since there is nothing to count)."""
+    from .policies import TokenPolicy
+    from .pricing import Prices
+
+    found = []
+    prices = Prices(config)
+    for name, rules in config.policies.items():
+        if rules.usd_per_day is None and rules.usd_per_month is None:
+            continue
+        unpriced = prices.unpriced(TokenPolicy(name, rules, rules.budget()).models(config))
+        if unpriced:
+            found.append(
+                f"policies.{name}: has a money budget but reaches models with no known price ({', '.join(unpriced)}); "
+                "their calls are not counted against it — add [models.NAME] price, or keep them out of its routes"
+            )
+    return found
 
 
 def _format_validation_error(error: ValidationError) -> list[str]:

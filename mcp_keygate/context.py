@@ -14,8 +14,26 @@ CHARS_PER_TOKEN = 4.0
 TOKENS_PER_MESSAGE = 4
 
 
+# What an attachment costs in tokens, roughly: an image ~1,000 (providers bill 85–1,600 by size), a
+# PDF page ~1,500 with its image (~one page per 50 kB), text like any text.
+IMAGE_TOKENS = 1_000
+PDF_TOKENS_PER_BYTE = 1_500 / 50_000
+
+
 def raw_estimate(messages: list[Message]) -> float:
-    return sum(len(m.content) / CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages)
+    return sum(len(m.content) / CHARS_PER_TOKEN + TOKENS_PER_MESSAGE + _attached(m) for m in messages)
+
+
+def _attached(message: Message) -> float:
+    total = 0.0
+    for a in message.attachments:
+        if a.kind == "image":
+            total += IMAGE_TOKENS
+        elif a.kind == "pdf":
+            total += max(IMAGE_TOKENS, a.size * PDF_TOKENS_PER_BYTE)
+        else:
+            total += a.size / CHARS_PER_TOKEN
+    return total
 
 
 class TokenEstimator:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import replace
 
+from .attachments import Attachment
+from .config import LimitsConfig
 from .errors import CallError, InvalidRequest
 from .messages import Message, Turn
 from .store import Store
@@ -60,3 +63,35 @@ def request_messages(history: list[Turn], new: list[Message]) -> list[Message]:
         else:
             rest.append(message)
     return ([system] if system else []) + rest
+
+
+async def with_attachment_bytes(store: Store, history: list[Turn]) -> list[Turn]:
+    """The history with its attachments' bytes loaded (a fallback model later in the conversation
+    receives them too); one store read for the whole history."""
+    wanted = sorted({a.sha256 for t in history for a in t.attachments})
+    if not wanted:
+        return history
+    found = await store.load_blobs(wanted)
+    return [
+        replace(t, attachments=tuple(replace(a, data=found.get(a.sha256)) for a in t.attachments))
+        if t.attachments
+        else t
+        for t in history
+    ]
+
+
+async def check_room(store: Store, new: list[Message], limits: LimitsConfig) -> list[Attachment]:
+    """The call's attachments that are not stored yet, if the store has room for them (else InvalidRequest)."""
+    attachments = list({a.sha256: a for m in new for a in m.attachments}.values())
+    if not attachments:
+        return []
+    stored = await store.load_blobs([a.sha256 for a in attachments])
+    fresh = [a for a in attachments if a.sha256 not in stored]
+    adding = sum(a.size for a in fresh)
+    if adding and await store.blob_bytes() + adding > limits.max_stored_attachment_bytes:
+        raise InvalidRequest(
+            f"files/images: the state store already holds its limit of attachments "
+            f"([limits] max_stored_attachment_bytes = {limits.max_stored_attachment_bytes}); "
+            "an operator can raise it, or send the call without files"
+        )
+    return fresh

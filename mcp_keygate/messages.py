@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .attachments import Attachment
 
 Role = Literal["system", "user", "assistant"]
 
@@ -12,11 +15,13 @@ Role = Literal["system", "user", "assistant"]
 class Message:
     role: Role
     content: str
+    attachments: tuple[Attachment, ...] = ()  # files and images of a user turn, with their bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A stored message plus who answered it (assistant turns only)."""
+    """A stored message plus who answered it (assistant turns only). Attachments are references
+    (name, media type, sha256, size); their bytes are stored once, apart, by hash."""
 
     role: Role
     content: str
@@ -24,9 +29,10 @@ class Turn:
     provider: str | None = None
     key_id: str | None = None
     created_at: float = 0.0
+    attachments: tuple[Attachment, ...] = ()
 
     def as_message(self) -> Message:
-        return Message(self.role, self.content)
+        return Message(self.role, self.content, self.attachments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +49,4 @@ class Completion:
     finish_reason: str
     usage: Usage = field(default_factory=Usage)
     upstream_model: str = ""
+    data: Any = None  # a structured answer: the text parsed as JSON and checked against the schema

@@ -61,6 +61,18 @@ class Metrics:
             ["caller", "model", "key_id", "direction"],
             registry=self.registry,
         )
+        self.cost = Counter(
+            "keygate_cost_usd",
+            "US dollars spent, by caller (token name), model and key id (priced calls only).",
+            ["caller", "model", "key_id"],
+            registry=self.registry,
+        )
+        self.unpriced = Counter(
+            "keygate_unpriced_calls",
+            "Answered calls whose price is unknown (not in keygate_cost_usd_total), by caller and model.",
+            ["caller", "model"],
+            registry=self.registry,
+        )
         self.keys = Gauge(
             "keygate_keys", "Keys per provider and state (any model).", ["provider", "state"], registry=self.registry
         )
@@ -82,6 +94,12 @@ class Metrics:
     def on_usage(self, caller: str, model: str, key_id: str, input_tokens: int, output_tokens: int) -> None:
         self.tokens.labels(caller, model, key_id, "in").inc(input_tokens)
         self.tokens.labels(caller, model, key_id, "out").inc(output_tokens)
+
+    def on_cost(self, caller: str, model: str, key_id: str, cost_usd: float | None) -> None:
+        if cost_usd is None:
+            self.unpriced.labels(caller, model).inc()
+        else:
+            self.cost.labels(caller, model, key_id).inc(cost_usd)
 
     async def render(self) -> bytes:
         """The exposition text, with key states read from the pool (the shared one on Redis) now."""

@@ -26,6 +26,8 @@ class Outcome(enum.StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"  # no connection at all: refused, unknown host, TLS failure
+    INVALID_OUTPUT = "invalid_output"  # a structured answer that is not JSON or does not fit the schema
+    UNSUPPORTED_INPUT = "unsupported_input"  # the model cannot take the call's images or PDFs: not sent
 
     @property
     def blames_key(self) -> bool:

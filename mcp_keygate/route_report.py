@@ -33,6 +33,7 @@ async def failure_message(
     too_long: bool = False,
     unreachable: dict[str, str] | None = None,
     missing: set[str] | None = None,
+    invalid_output: bool = False,
 ) -> str:
     """Every attempt, each model's keys by state, unreachable providers by URL, and what to do."""
     lines = [f"No model of [{', '.join(chain)}] could answer."]
@@ -47,7 +48,8 @@ async def failure_message(
         lines.append("Attempts:")
         for a in attempts:
             retry = f", retry after {a.retry_after_s:g} s" if a.retry_after_s else ""
-            lines.append(f"  - {a.model} with key {a.key_id}: {a.outcome}{retry} — {a.reason}")
+            key = f" with key {a.key_id}" if a.key_id else ""  # unsupported_input: skipped, no key used
+            lines.append(f"  - {a.model}{key}: {a.outcome}{retry} — {a.reason}")
     for name in chain:
         lines.append(f"  {name}: {await model_summary(config, pool, name)}")
     for provider, why in down.items():
@@ -59,7 +61,12 @@ async def failure_message(
                 f"  models.{name}.model = {config.upstream_model(name)!r}: the provider does not know this model "
                 "(check the spelling, or `mcp-keygate models PROVIDER`)"
             )
-    if not too_long:
+    if invalid_output:
+        lines.append(
+            "No answer fitted response_schema (each attempt above says how it did not): simplify the schema, "
+            "or route to a model that follows schemas well, then retry."
+        )
+    elif not too_long:
         lines.append(_what_to_do(wait, down, providers, bool(missing)))
     return "\n".join(lines)
 

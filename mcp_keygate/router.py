@@ -26,6 +26,7 @@ from .heartbeat import heartbeat, interval
 from .keys.base import KeyPool, Lease
 from .keys.rules import Fit
 from .messages import Completion, Message
+from .modalities import able_models, unable_message
 from .outcomes import Outcome, Verdict
 from .providers import CallParams, Provider
 from .route_report import AttemptRecord, failure_message
@@ -108,6 +109,7 @@ class Router:
         """Answer `messages` with the first model of `chain` that can, waiting at most `max_wait_s`."""
         notify = notify or _silent
         attempts: list[AttemptRecord] = []
+        chain = await self._able(chain, messages, attempts, notify)
         deadline = self._clock() + max(0.0, max_wait_s)
         # A busy key is not a cooling one: waiting for a request in flight is worth it even when
         # the caller would not wait for a cooldown.
@@ -137,6 +139,9 @@ class Router:
             if Outcome.CONTEXT_TOO_LONG.value in outcomes:
                 message = await failure_message(self.config, self.pool, chain, attempts, None, too_long=True)
                 raise RouteFailed(message, attempts, None)
+            if Outcome.INVALID_OUTPUT.value in outcomes:  # another pass would ask the same models again
+                message = await failure_message(self.config, self.pool, chain, attempts, None, invalid_output=True)
+                raise RouteFailed(message, attempts, None)
             wait = await self.ready_in([name for name in chain if name not in missing])
             if wait is not None and outcomes & _TRANSIENT:
                 wait = max(wait, RETRY_PAUSE_S)  # never hammer a struggling upstream in a tight loop
@@ -147,6 +152,18 @@ class Router:
                 )
                 raise RouteFailed(message, attempts, wait)
             await self._wait_for_cooling(chain, wait, notify)
+
+    async def _able(
+        self, chain: list[str], messages: list[Message], attempts: list[AttemptRecord], notify: Notify
+    ) -> list[str]:
+        """The models of the chain that take the call's images and PDFs; RouteFailed when none does."""
+        able, skipped = able_models(self.config, chain, messages)
+        for record in skipped:
+            attempts.append(record)
+            await notify(record.reason, "notice")
+        if not able:
+            raise RouteFailed(unable_message(chain, skipped, messages), attempts, None)
+        return able
 
     async def _wait_for_cooling(self, chain: list[str], wait: float, notify: Notify) -> None:
         """Sleep until the earliest key is ready, saying so every few seconds (clients time out on silence)."""
@@ -249,7 +266,7 @@ class Router:
             if verdict.outcome.blames_key:
                 await notify(f"{lease.key.key_id} {_describe(verdict)}, trying next key", "warning")
                 continue
-            if verdict.outcome.is_transient_upstream:
+            if verdict.outcome.is_transient_upstream or verdict.outcome is Outcome.INVALID_OUTPUT:
                 transient_failures += 1
                 if transient_failures < 2:
                     retry = f"{name} {_describe(verdict)} on {lease.key.key_id}, retrying on another key"
@@ -300,6 +317,7 @@ def _describe(verdict: Verdict) -> str:
         Outcome.TIMEOUT: "timed out",
         Outcome.UNREACHABLE: "unreachable",
         Outcome.MODEL_NOT_FOUND: "model not found",
+        Outcome.INVALID_OUTPUT: "answered outside response_schema",
     }
     text = words.get(verdict.outcome, verdict.outcome.value)
     if verdict.retry_after_s:

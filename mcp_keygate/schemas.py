@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,13 +30,23 @@ class AttemptOut(BaseModel):
 
 
 class CompleteResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
     text: str
+    json_answer: Any = Field(
+        None,
+        alias="json",
+        description="with response_schema: the answer parsed as JSON, validated against the schema",
+    )
     model: str = Field(description="the model (config name) that answered")
     provider: str
     key_id: str
     conversation_id: str
     finish_reason: str
     usage: UsageOut
+    cost_usd: float | None = Field(
+        None, description="what this call cost in US dollars (from the model's price); null when the price is unknown"
+    )
     attempts: list[AttemptOut]
     trimmed_turns: int = Field(0, description="oldest turns left out to fit the answering model's window")
 
@@ -86,9 +96,17 @@ class ConversationsResult(BaseModel):
     conversations: list[ConversationSummary]
 
 
+class AttachmentRef(BaseModel):
+    name: str = Field(description="the path or name it was sent with")
+    media_type: str
+    sha256: str = Field(description="the content hash it is stored under (once, however often it is sent)")
+    size: int = Field(description="bytes")
+
+
 class ConversationTurn(BaseModel):
     role: str
     content: str
+    attachments: list[AttachmentRef] = Field(default_factory=list, description="files and images, as references")
     model: str | None = Field(description="for answers: the model (config name) that wrote it")
     provider: str | None
     key_id: str | None
@@ -112,6 +130,8 @@ class UsageLine(BaseModel):
     requests: int
     input_tokens: int
     output_tokens: int
+    cost_usd: float | None = Field(description="US dollars for the priced requests; null when none had a known price")
+    unpriced_requests: int = Field(0, description="requests whose price was unknown (not counted in cost_usd)")
 
 
 class UsageResult(BaseModel):
@@ -120,3 +140,5 @@ class UsageResult(BaseModel):
     total_requests: int
     total_input_tokens: int
     total_output_tokens: int
+    total_cost_usd: float | None = Field(description="US dollars for the priced requests; null when none was priced")
+    unpriced_requests: int = Field(0, description="requests whose price was unknown (not in total_cost_usd)")

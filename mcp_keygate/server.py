@@ -53,6 +53,8 @@ def build_server(
     the reloader); over HTTP the app's lifespan does (`owns_gateway=False`), since the SDK enters
     this one per SSE session. A reload changes the preset tools and prompts and tells clients."""
     services = ToolServices(gateway, tokens, metrics)
+    if services.multi_user:  # the /status page shows a token its own spend; operators see everyone's
+        gateway.activity.sees_all = lambda name: gateway.policies.is_operator(name)
     unknown_arguments = UnknownArguments()
     middleware: list[Any] = [unknown_arguments, explain_bad_level]
     if services.multi_user:

@@ -114,10 +114,14 @@ def _minute_marks(
 
 
 def tokens_per_day(rows: list[UsageRow], days: int, now: float) -> str:
-    """Stacked bars of input + output tokens per UTC day, one colour per model."""
+    """Stacked bars of input + output tokens per UTC day, one colour per model; the hover text
+    gives the day's cost where it is priced (unpriced calls are said, never counted as $0)."""
     per_day: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    cost: dict[tuple[str, str], tuple[float, int]] = defaultdict(lambda: (0.0, 0))
     for row in rows:
         per_day[row.day][row.model] += row.input_tokens + row.output_tokens
+        usd, unpriced = cost[(row.day, row.model)]
+        cost[(row.day, row.model)] = (usd + row.cost_usd, unpriced + row.unpriced)
     day_names = [time.strftime("%Y-%m-%d", time.gmtime(now - (days - 1 - i) * 86_400)) for i in range(days)]
     models = sorted({row.model for row in rows})
     palette = ["#0969da", "#1a7f37", "#8250df", "#d4a72c", "#cf222e", "#57606a", "#bf3989", "#0550ae"]
@@ -133,7 +137,9 @@ def tokens_per_day(rows: list[UsageRow], days: int, now: float) -> str:
             tall = h * n / peak
             y -= tall
             fill, data = palette[j % len(palette)], f'data-model="{_e(model)}"'
-            marks.append(_rect(LABEL + i * bar, y, bar - 2, tall, fill, data, f"{day} {model}: {n:,} tokens"))
+            usd, unpriced = cost[(day, model)]
+            title = f"{day} {model}: {n:,} tokens, ${usd:,.4f}" + (f" ({unpriced} unpriced)" if unpriced else "")
+            marks.append(_rect(LABEL + i * bar, y, bar - 2, tall, fill, data, title))
         if i % max(1, days // 7) == 0:
             marks.append(f'<text x="{LABEL + i * bar:.1f}" y="{h + 12}" class="tick">{day[5:]}</text>')
     legend = " ".join(f'<tspan fill="{palette[j % len(palette)]}">■ {_e(m)}</tspan>' for j, m in enumerate(models))

@@ -14,6 +14,7 @@ import time
 from .activity import Activity
 from .schemas import KeyStatusRow
 from .status import duration, iso_time
+from .usage import usd_cell
 
 STATES = ("ready", "cooling", "exhausted", "disabled")
 
@@ -148,6 +149,14 @@ def render_fragment(
         )
         or '<tr><td colspan="3" class="muted">no fallbacks since the server started</td></tr>'
     )
+    spend_rows = (
+        "\n".join(
+            f"<tr><td>{_e(caller)}</td><td>{_e(model)}</td><td><code>{_e(key_id)}</code></td>"
+            f"<td>{int(calls)}</td><td>{_e(usd_cell(None if calls == unpriced else usd, int(unpriced)))}</td></tr>"
+            for (caller, model, key_id), (usd, calls, unpriced) in activity.spending(_viewer())
+        )
+        or '<tr><td colspan="5" class="muted">no answered calls since the server started</td></tr>'
+    )
     uptime = duration(time.time() - activity.started)
     return f"""
 <div class="chips">{chips}<span class="muted">· up {uptime} · since {_e(iso_time(activity.started))}</span></div>
@@ -159,6 +168,9 @@ def render_fragment(
 <h2>Recent attempts</h2>
 <table id="attempts"><thead><tr><th>time</th><th>model</th><th>key id</th><th>outcome</th><th>took</th></tr></thead>
 <tbody>{attempt_rows}</tbody></table>
+<h2>Spend since the server started</h2>
+<table id="spend"><thead><tr><th>caller</th><th>model</th><th>key id</th><th>calls</th><th>cost (USD)</th></tr></thead>
+<tbody>{spend_rows}</tbody></table>
 <h2>Fallbacks per model</h2>
 <table id="fallbacks"><thead><tr><th>from</th><th>to</th><th>times</th></tr></thead>
 <tbody>{fallback_rows}</tbody></table>
@@ -172,6 +184,14 @@ _LOGIN_FORM = (
     '<button type="submit">Show status</button><p class="muted">Kept in this tab only '
     "(sessionStorage) and sent as an Authorization header.</p></form>"
 )
+
+
+def _viewer() -> str | None:
+    """The token name the page is rendered for (the auth guard set it for this request); None without tokens."""
+    from mcp.server.auth.middleware.auth_context import get_access_token
+
+    token = get_access_token()
+    return token.client_id if token is not None else None
 
 
 def render_page(fragment: str | None) -> str:

@@ -20,6 +20,7 @@ from .keys.state import KeyState
 from .policies import Policies
 from .router import Router
 from .schemas import (
+    AttachmentRef,
     ConversationResult,
     ConversationsResult,
     ConversationSummary,
@@ -118,6 +119,7 @@ class Views:
                 ConversationTurn(
                     role=t.role,
                     content=t.content,
+                    attachments=[AttachmentRef(**a.to_dict()) for a in t.attachments],
                     model=t.model,
                     provider=t.provider,
                     key_id=t.key_id,

@@ -12,7 +12,9 @@ the tokens the answer really used.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import time
 from dataclasses import dataclass
 
 MINUTE_S = 60.0
@@ -122,4 +124,75 @@ def try_spend(spend: Spend, budget: Budget, now: float, requests: int, tokens: i
         if wait > 0:
             return wait, why
     charge(spend, budget, now, requests, tokens)
+    return 0.0, ""
+
+
+# Money budgets (a policy's `usd_per_day`, `usd_per_month`): calendar windows in UTC, which is how
+# spend is billed and how people think of it ("$5 a day" starts again at midnight, not 24 h after a
+# call). The state is {"day": [YYYY-MM-DD, dollars], "month": [YYYY-MM, dollars]}.
+MoneySpend = dict[str, list]
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyBudget:
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.usd_per_day is not None or self.usd_per_month is not None
+
+    def windows(self) -> list[tuple[str, float]]:
+        found = [("day", self.usd_per_day), ("month", self.usd_per_month)]
+        return [(window, limit) for window, limit in found if limit is not None]
+
+    def describe(self) -> str:
+        return ", ".join(f"usd_per_{window} = ${limit:g}" for window, limit in self.windows())
+
+
+NO_MONEY = MoneyBudget()
+
+
+def period(window: str, now: float) -> str:
+    """The UTC day (YYYY-MM-DD) or month (YYYY-MM) that `now` falls in."""
+    return time.strftime("%Y-%m-%d" if window == "day" else "%Y-%m", time.gmtime(now))
+
+
+def period_end(window: str, now: float) -> float:
+    """When the UTC day or month containing `now` ends (the epoch second the budget resets)."""
+    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "day":
+        return (day + dt.timedelta(days=1)).timestamp()
+    first = day.replace(day=1)
+    if first.month == 12:
+        return first.replace(year=first.year + 1, month=1).timestamp()
+    return first.replace(month=first.month + 1).timestamp()
+
+
+def money_spent(spend: MoneySpend, window: str, now: float) -> float:
+    """Dollars charged in the current period of `window` (0 once the period has turned)."""
+    current = spend.get(window)
+    return float(current[1]) if current and current[0] == period(window, now) else 0.0
+
+
+def try_spend_money(
+    spend: MoneySpend, budget: MoneyBudget, now: float, amount: float, enforce: bool
+) -> tuple[float, str]:
+    """Charge `amount` dollars (negative: a refund, never below 0) if every window has room (or
+    `enforce` is off); else (seconds until the fullest window resets — inf if the amount alone is
+    over a limit —, why) and charge nothing."""
+    if enforce:
+        longest, why = 0.0, ""
+        for window, limit in budget.windows():
+            spent = money_spent(spend, window, now)
+            if amount > limit:
+                why = f"usd_per_{window} = ${limit:g}: this call may cost up to ${amount:.4f}, more than all of it"
+                return math.inf, why
+            if spent + amount > limit + 1e-12 and period_end(window, now) - now > longest:
+                resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(period_end(window, now)))
+                longest = period_end(window, now) - now
+                why = f"usd_per_{window} = ${limit:g} is spent (${spent:.4f} used; it resets at {resets})"
+        if longest > 0:
+            return longest, why
+    for window, _ in budget.windows():
+        spend[window] = [period(window, now), max(0.0, money_spent(spend, window, now) + amount)]
     return 0.0, ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,9 @@ from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict, parse_retry_after_headers
 from ..resets import regain_access_wait, seconds_to_next_month_utc
+from ..structured import TOOL_NAME, anthropic_tool, from_tool_input
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .parts import anthropic_content
 from .turns import alternating, split_system
 
 API_VERSION = "2023-06-01"
@@ -47,12 +50,15 @@ class AnthropicProvider:
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": params.max_tokens or DEFAULT_MAX_TOKENS,
-            "messages": [{"role": m.role, "content": m.content} for m in alternating(rest)],
+            "messages": [{"role": m.role, "content": anthropic_content(m)} for m in alternating(rest)],
         }
         if system:
             body["system"] = system
         if params.temperature is not None:
             body["temperature"] = min(params.temperature, 1.0)  # Anthropic's range is 0–1
+        if params.response_schema is not None:  # structured: the answer is the input of one forced tool
+            body["tools"] = [anthropic_tool(params.response_schema)]
+            body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
         if params.stream:
             body["stream"] = True
         headers = {"anthropic-version": API_VERSION, **self.extra_headers}
@@ -60,18 +66,21 @@ class AnthropicProvider:
             headers["x-api-key"] = key.secret
         return client.build_request("POST", f"{self.base_url}/v1/messages", json=body, headers=headers)
 
-    def parse_response(self, body: Any) -> Completion:
+    def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         try:
             blocks = body["content"]
             text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+            tools = [b.get("input") for b in blocks if b.get("type") == "tool_use" and b.get("name") == TOOL_NAME]
             stop = body.get("stop_reason") or "end_turn"
             usage = body.get("usage") or {}
         except (KeyError, TypeError, AttributeError):
             raise MalformedResponse("no content[] in the reply") from None
+        if tools and schema is not None:
+            text, stop = from_tool_input(tools[0], schema), "end_turn" if stop == "tool_use" else stop
         return Completion(text, STOP_REASONS.get(stop, stop), _usage(usage), str(body.get("model") or ""))
 
-    def stream_decoder(self) -> AnthropicStream:
-        return AnthropicStream()
+    def stream_decoder(self, schema: dict[str, Any] | None = None) -> AnthropicStream:
+        return AnthropicStream(schema)
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Verdict:
         return classify_anthropic_error(status, headers, body)
@@ -102,8 +111,10 @@ class AnthropicStream(TextStream):
 
     end_marker = "message_stop"
 
-    def __init__(self) -> None:
+    def __init__(self, schema: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.schema = schema
+        self.tool_json: list[str] = []  # the forced tool's input, as streamed (input_json_delta)
         self.stop: str | None = None
         self.input_usage: Mapping[str, Any] = {}
         self.output_tokens = 0
@@ -124,11 +135,21 @@ class AnthropicStream(TextStream):
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 self.parts.append(delta["text"])
                 return delta["text"]
+            if delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+                self.tool_json.append(delta["partial_json"])
+                return delta["partial_json"]
         elif kind == "message_delta":
             self.stop = (payload.get("delta") or {}).get("stop_reason") or self.stop
             self.output_tokens = int((payload.get("usage") or {}).get("output_tokens") or self.output_tokens)
         elif kind == "message_stop":
             stop = self.stop or "end_turn"
+            if self.tool_json and self.schema is not None:
+                raw = "".join(self.tool_json)
+                try:
+                    self.parts = [from_tool_input(json.loads(raw), self.schema)]
+                except ValueError:  # cut short (max_tokens): left as it came, so it fails the schema check
+                    self.parts = [raw]
+                stop = "end_turn" if stop == "tool_use" else stop
             self.finish_reason = STOP_REASONS.get(stop, stop)
             self.usage = _usage({**self.input_usage, "output_tokens": self.output_tokens})
         return ""

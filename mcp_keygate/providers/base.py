@@ -36,6 +36,7 @@ class CallParams:
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False
+    response_schema: dict[str, Any] | None = None  # ask for JSON fitting this schema (structured.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +93,11 @@ class Provider(Protocol):
         self, client: httpx2.AsyncClient, key: ApiKey, model: str, messages: list[Message], params: CallParams
     ) -> httpx2.Request: ...
 
-    def parse_response(self, body: Any) -> Completion:
-        """Turn a 2xx JSON body into a Completion; raise MalformedResponse if it is not one."""
+    def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
+        """Turn a 2xx JSON body into a Completion; raise MalformedResponse if it is not one. `schema`:
+        the call asked for a structured answer (Anthropic gives it as a tool's input)."""
 
-    def stream_decoder(self) -> StreamDecoder: ...
+    def stream_decoder(self, schema: dict[str, Any] | None = None) -> StreamDecoder: ...
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Verdict:
         """Classify a non-2xx reply."""
@@ -318,7 +320,7 @@ async def _send(
         headroom = provider.headroom(response.headers)
         streamed = params.stream and response.headers.get("content-type", "").startswith("text/event-stream")
         if 200 <= status < 300 and streamed:
-            verdict, completion = await _read_stream(provider, response, on_text, max_bytes)
+            verdict, completion = await _read_stream(provider, response, on_text, max_bytes, params.response_schema)
             return Attempt(_scrubbed(verdict, secrets), completion, headroom)
         try:
             raw = await _read_capped(response, max_bytes)
@@ -331,7 +333,8 @@ async def _send(
         body = decode_json(raw)
         if 200 <= status < 300:
             try:
-                return Attempt(Verdict(Outcome.OK, status), provider.parse_response(body), headroom)
+                completion = provider.parse_response(body, params.response_schema)
+                return Attempt(Verdict(Outcome.OK, status), completion, headroom)
             except MalformedResponse as exc:
                 return Attempt(Verdict(Outcome.UPSTREAM_ERROR, status, reason=f"malformed response: {exc}"))
         if 300 <= status < 400:
@@ -348,9 +351,13 @@ async def _read_capped(response: httpx2.Response, max_bytes: int) -> bytes:
 
 
 async def _read_stream(
-    provider: Provider, response: httpx2.Response, on_text: OnText | None, max_bytes: int
+    provider: Provider,
+    response: httpx2.Response,
+    on_text: OnText | None,
+    max_bytes: int,
+    schema: dict[str, Any] | None = None,
 ) -> tuple[Verdict, Completion | None]:
-    decoder = provider.stream_decoder()
+    decoder = provider.stream_decoder(schema)
     received = 0
     status = response.status_code
     try:

@@ -12,7 +12,9 @@ from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict, parse_go_duration, parse_wait_phrase, retry_after_from
 from ..resets import seconds_to_pacific_midnight
+from ..structured import gemini_schema
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, short_reason, sse_json
+from .parts import gemini_parts
 from .turns import alternating, split_system
 
 FINISH_REASONS = {
@@ -45,7 +47,7 @@ class GeminiProvider:
         system, rest = split_system(messages)
         body: dict[str, Any] = {
             "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+                {"role": "model" if m.role == "assistant" else "user", "parts": gemini_parts(m)}
                 for m in alternating(rest)
             ]
         }
@@ -56,6 +58,9 @@ class GeminiProvider:
             config["maxOutputTokens"] = params.max_tokens
         if params.temperature is not None:
             config["temperature"] = params.temperature
+        if params.response_schema is not None:
+            config["responseMimeType"] = "application/json"
+            config["responseSchema"] = gemini_schema(params.response_schema)
         if config:
             body["generationConfig"] = config
         method = "streamGenerateContent?alt=sse" if params.stream else "generateContent"
@@ -65,7 +70,7 @@ class GeminiProvider:
             headers["x-goog-api-key"] = key.secret
         return client.build_request("POST", url, json=body, headers=headers)
 
-    def parse_response(self, body: Any) -> Completion:
+    def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         if not isinstance(body, dict):
             raise MalformedResponse("the reply is not an object")
         text, finish = _candidate(body)
@@ -76,7 +81,7 @@ class GeminiProvider:
             raise MalformedResponse("no candidates[0] with a finishReason")
         return Completion(text, finish, _usage(body), str(body.get("modelVersion") or ""))
 
-    def stream_decoder(self) -> GeminiStream:
+    def stream_decoder(self, schema: dict[str, Any] | None = None) -> GeminiStream:
         return GeminiStream()
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Verdict:

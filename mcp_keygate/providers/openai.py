@@ -12,7 +12,9 @@ from ..keys.secret import ApiKey
 from ..messages import Completion, Message, Usage
 from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict, parse_go_duration, retry_after_from
 from ..resets import epoch_wait, seconds_to_utc_midnight
+from ..structured import openai_format
 from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .parts import openai_content
 from .turns import alternating, split_system
 
 QUOTA_CODES = frozenset(
@@ -94,12 +96,14 @@ class OpenAIProvider:
             messages = [*([Message("system", system)] if system else []), *alternating(rest)]
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [{"role": m.role, "content": openai_content(m)} for m in messages],
         }
         if params.max_tokens is not None:
             body[self._max_tokens_field] = params.max_tokens
         if params.temperature is not None:
             body["temperature"] = params.temperature
+        if params.response_schema is not None:
+            body["response_format"] = openai_format(params.response_schema)
         if params.stream:
             body["stream"] = True
             if self.stream_options:
@@ -112,7 +116,7 @@ class OpenAIProvider:
                 headers["Authorization"] = f"Bearer {key.secret}"
         return client.build_request("POST", self.url_for(model), json=body, headers=headers)
 
-    def parse_response(self, body: Any) -> Completion:
+    def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         try:
             choice = body["choices"][0]
             message = choice["message"]
@@ -132,7 +136,7 @@ class OpenAIProvider:
             upstream_model=str(body.get("model") or ""),
         )
 
-    def stream_decoder(self) -> OpenAIStream:
+    def stream_decoder(self, schema: dict[str, Any] | None = None) -> OpenAIStream:
         return OpenAIStream()
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Verdict:

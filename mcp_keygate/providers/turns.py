@@ -22,10 +22,12 @@ def alternating(messages: list[Message]) -> list[Message]:
     """User/assistant turns that alternate and start with the user, with no empty turn."""
     shaped: list[Message] = []
     for message in messages:
-        if not message.content.strip():
+        if not message.content.strip() and not message.attachments:
             continue  # an empty assistant (or user) turn carries nothing and is rejected upstream
         if shaped and shaped[-1].role == message.role:
-            shaped[-1] = Message(message.role, shaped[-1].content + "\n\n" + message.content)
+            last = shaped[-1]
+            joined = "\n\n".join(t for t in (last.content, message.content) if t.strip())
+            shaped[-1] = Message(message.role, joined, last.attachments + message.attachments)
         else:
             shaped.append(message)
     if shaped and shaped[0].role != "user":

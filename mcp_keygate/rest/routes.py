@@ -68,7 +68,7 @@ class RestApi:
 
         def answer(notify: Notify | None = None) -> Any:
             complete = self.gateway.calls.complete(call.request, caller=owner, notify=notify)
-            return accounted(self.metrics, owner, "chat completion", complete)
+            return accounted(self.metrics, owner, "chat completion", complete, self.gateway.activity)
 
         if call.stream:
             return _AsgiResponse(
@@ -121,7 +121,7 @@ class RestApi:
         )
         try:
             call = self.gateway.calls.run_preset(name, arguments, base, caller=owner)
-            result: CompleteResult = await accounted(self.metrics, owner, name, call)
+            result: CompleteResult = await accounted(self.metrics, owner, name, call, self.gateway.activity)
         except KeygateError as exc:
             return self._failure(exc)
         return JSONResponse(result.model_dump(mode="json"), headers=result_headers(result))

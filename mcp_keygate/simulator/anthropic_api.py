@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
+from .media import MediaError, anthropic_blocks
 from .state import Decision, fingerprint
+from .structured import anthropic_tool_problem
 
 STOP = {"stop": "end_turn", "length": "max_tokens"}
 
@@ -63,24 +66,7 @@ class AnthropicDialect:
             raise Rejected(_invalid("max_tokens: Field required"), **log, model=model)
         if not isinstance(messages, list) or not messages:
             raise Rejected(_invalid("messages: at least one message is required"), **log, model=model)
-        turns: list[dict[str, str]] = []
-        for i, message in enumerate(messages):
-            role = message.get("role") if isinstance(message, dict) else None
-            text = _text_of(message.get("content")) if isinstance(message, dict) else None
-            if role not in ("user", "assistant"):
-                raise Rejected(
-                    _invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'"), **log, model=model
-                )
-            if text is None or (not text.strip() and i != len(messages) - 1):
-                raise Rejected(
-                    _invalid(
-                        f"messages.{i}: all messages must have non-empty content except for the optional "
-                        "final assistant message"
-                    ),
-                    **log,
-                    model=model,
-                )
-            turns.append({"role": role, "content": text})
+        turns, attachments = _turns(messages, {**log, "model": model})
         if turns[0]["role"] != "user":
             raise Rejected(_invalid('messages: first message must use the "user" role'), **log, model=model)
         system = body.get("system")
@@ -90,6 +76,8 @@ class AnthropicDialect:
         temperature = body.get("temperature")
         if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 1):
             raise Rejected(_invalid("temperature: Input should be less than or equal to 1"), **log, model=model)
+        tools, tool_choice = body.get("tools"), body.get("tool_choice")
+        forced, schema = _forced_tool(tools, tool_choice, {**log, "model": model})
         return SimCall(
             key=key,
             model=model,
@@ -102,7 +90,12 @@ class AnthropicDialect:
                 "system": system,
                 "anthropic_version": request.headers.get("anthropic-version"),
                 "auth": "x-api-key" if request.headers.get("x-api-key") else "bearer",
+                "tools": tools,
+                "tool_choice": tool_choice,
+                "attachments": attachments,
             },
+            schema=schema,
+            tool=forced,
         )
 
     def headers(self, decision: Decision) -> dict[str, str]:
@@ -150,15 +143,21 @@ class AnthropicDialect:
             )
         return _error(500, "api_error", "Internal server error")
 
-    def reply(self, answer: Answer, decision: Decision) -> Response:
+    def reply(self, answer: Answer, decision: Decision, call: SimCall | None = None) -> Response:
+        content: list[dict[str, Any]] = [{"type": "text", "text": answer.text}]
+        stop = STOP[answer.finish]
+        if call is not None and call.tool is not None:
+            given = json.loads(answer.text)
+            content = [{"type": "tool_use", "id": f"toolu_sim{answer.id}", "name": call.tool, "input": given}]
+            stop = "tool_use"
         return JSONResponse(
             {
                 "id": f"msg_sim{answer.id}",
                 "type": "message",
                 "role": "assistant",
                 "model": answer.model,
-                "content": [{"type": "text", "text": answer.text}],
-                "stop_reason": STOP[answer.finish],
+                "content": content,
+                "stop_reason": stop,
                 "stop_sequence": None,
                 "usage": _usage(answer),
             },
@@ -177,8 +176,10 @@ class AnthropicDialect:
             "usage": {**_usage(answer), "output_tokens": 1},
         }
         yield sse({"type": "message_start", "message": start}, "message_start")
-        block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        yield sse(block, "content_block_start")
+        first: dict[str, Any] = {"type": "text", "text": ""}
+        if call.tool is not None:
+            first = {"type": "tool_use", "id": f"toolu_sim{answer.id}", "name": call.tool, "input": {}}
+        yield sse({"type": "content_block_start", "index": 0, "content_block": first}, "content_block_start")
         yield sse({"type": "ping"}, "ping")
         words = answer.words()
         for i, word in enumerate(words):
@@ -187,16 +188,55 @@ class AnthropicDialect:
                     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
                     yield sse(error, "error")
                 return
-            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}
-            yield sse(delta, "content_block_delta")
+            piece = {"type": "text_delta", "text": word}
+            if call.tool is not None:
+                piece = {"type": "input_json_delta", "partial_json": word}
+            yield sse({"type": "content_block_delta", "index": 0, "delta": piece}, "content_block_delta")
         yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
         message_delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": STOP[answer.finish], "stop_sequence": None},
+            "delta": {"stop_reason": "tool_use" if call.tool else STOP[answer.finish], "stop_sequence": None},
             "usage": {"output_tokens": answer.completion_tokens},
         }
         yield sse(message_delta, "message_delta")
         yield sse({"type": "message_stop"}, "message_stop")
+
+
+def _turns(messages: list[Any], log: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The messages as {role, content} text (checked as the API checks them), and their files."""
+    turns: list[dict[str, str]] = []
+    attachments: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        try:
+            found = anthropic_blocks(message.get("content")) if isinstance(message, dict) else None
+        except MediaError as exc:
+            raise Rejected(_invalid(f"messages.{i}.content: {exc}"), **log) from None
+        text, files = found if found is not None else (None, [])
+        attachments += [{"message": i, **f} for f in files]
+        if files and role != "user":
+            raise Rejected(_invalid(f"messages.{i}: image and document blocks are for user turns"), **log)
+        if role not in ("user", "assistant"):
+            raise Rejected(_invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'"), **log)
+        if text is None or (not text.strip() and not files and i != len(messages) - 1):
+            raise Rejected(
+                _invalid(
+                    f"messages.{i}: all messages must have non-empty content except for the optional "
+                    "final assistant message"
+                ),
+                **log,
+            )
+        turns.append({"role": role, "content": text})
+    return turns, attachments
+
+
+def _forced_tool(tools: Any, tool_choice: Any, log: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """The tool the request forces (its input is the answer) and that tool's input schema."""
+    problem = anthropic_tool_problem(tools, tool_choice)
+    if problem:
+        raise Rejected(_invalid(problem), **log)
+    forced = tool_choice.get("name") if isinstance(tool_choice, dict) and tool_choice["type"] == "tool" else None
+    return forced, next((t["input_schema"] for t in tools or [] if t["name"] == forced), None)
 
 
 def _usage(answer: Answer) -> dict[str, int]:

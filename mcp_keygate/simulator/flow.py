@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from .faults import TRANSPORT_FAULTS, fault_response
 from .state import Decision, SimState, estimate_tokens, fingerprint, reply_text
+from .structured import example_for, violating
 
 Cut = Literal["cut", "error"] | None
 
@@ -33,6 +34,8 @@ class SimCall:
     max_tokens: int | None
     stream: bool
     log: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None  # a structured answer was asked for: it must fit this
+    tool: str | None = None  # Anthropic: the forced tool whose input is the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ class Dialect(Protocol):
 
     def error(self, decision: Decision, call: SimCall, prompt_tokens: int) -> Response: ...
 
-    def reply(self, answer: Answer, decision: Decision) -> Response: ...
+    def reply(self, answer: Answer, decision: Decision, call: SimCall | None = None) -> Response: ...
 
     def stream(self, call: SimCall, answer: Answer, cut: Cut) -> AsyncIterator[bytes]: ...
 
@@ -118,7 +121,7 @@ async def _handle(dialect: Dialect, request: Request, state: SimState, entry: di
     if failure in TRANSPORT_FAULTS:
         decision.failure = None
         return await fault_response(failure, await _handle_answer(dialect, call, decision, prompt_tokens, None))
-    if failure is not None and failure not in ("streamcut", "streamerror"):
+    if failure is not None and failure not in ("streamcut", "streamerror", "badjson"):
         return dialect.error(decision, call, prompt_tokens)
     return await _handle_answer(dialect, call, decision, prompt_tokens, failure)
 
@@ -126,12 +129,12 @@ async def _handle(dialect: Dialect, request: Request, state: SimState, entry: di
 async def _handle_answer(
     dialect: Dialect, call: SimCall, decision: Decision, prompt_tokens: int, failure: str | None
 ) -> Response:
-    answer = _answer(call, prompt_tokens, decision.behavior.reply_words)
+    answer = _answer(call, prompt_tokens, decision.behavior.reply_words, bad_json=failure == "badjson")
     if not call.stream:
         if failure == "streamerror":
             decision.failure = "server_error"
             return dialect.error(decision, call, prompt_tokens)
-        response = dialect.reply(answer, decision)
+        response = dialect.reply(answer, decision, call)
         if failure == "streamcut":
             headers = {k: v for k, v in response.headers.items() if k != "content-length"}
             return Response(response.body[: len(response.body) // 2], response.status_code, headers)
@@ -153,7 +156,11 @@ def replayed(name: str) -> Response:
     return Response(recorded.body_bytes(), recorded.status, headers)
 
 
-def _answer(call: SimCall, prompt_tokens: int, reply_words: int | None) -> Answer:
+def _answer(call: SimCall, prompt_tokens: int, reply_words: int | None, bad_json: bool = False) -> Answer:
+    if call.schema is not None:  # structured: JSON that fits the schema (or, for a bad-JSON key, does not)
+        value = violating(call.schema) if bad_json else example_for(call.schema)
+        text = json.dumps(value)
+        return Answer(uuid.uuid4().hex[:24], call.model, text, "stop", prompt_tokens, estimate_tokens([text]))
     text = reply_text(call.model, call.turns, call.system)
     words = text.split(" ")
     if reply_words and len(words) < reply_words:

@@ -9,7 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
+from .media import MediaError, gemini_parts
 from .state import Decision, fingerprint
+from .structured import camel_schema, gemini_config_problem
 
 FINISH = {"stop": "STOP", "length": "MAX_TOKENS"}
 _QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
@@ -80,18 +82,7 @@ class GeminiDialect:
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             raise Rejected(_invalid("* GenerateContentRequest.contents: contents is not specified"), **log)
-        turns: list[dict[str, str]] = []
-        for i, content in enumerate(contents):
-            role = content.get("role", "user") if isinstance(content, dict) else None
-            parts = content.get("parts") if isinstance(content, dict) else None
-            if role not in ("user", "model"):
-                raise Rejected(_invalid(f"Please use a valid role: user, model. (contents[{i}].role)"), **log)
-            if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) and "text" in p for p in parts):
-                raise Rejected(
-                    _invalid(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."), **log
-                )
-            text = "".join(str(p["text"]) for p in parts)
-            turns.append({"role": "assistant" if role == "model" else "user", "content": text})
+        turns, attachments = _turns(contents, log)
         system_instruction = body.get("systemInstruction") or body.get("system_instruction")
         system = None
         if system_instruction is not None:
@@ -99,7 +90,8 @@ class GeminiDialect:
             if not isinstance(parts, list):
                 raise Rejected(_invalid("systemInstruction.parts must be a list"), **log)
             system = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
-        config = body.get("generationConfig") or {}
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        schema = _schema(config, log)
         max_tokens = config.get("maxOutputTokens")
         return SimCall(
             key=key,
@@ -108,7 +100,14 @@ class GeminiDialect:
             system=system,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             stream=method == "streamGenerateContent",
-            log={"messages": contents, "system": system_instruction, "alt": request.query_params.get("alt")},
+            log={
+                "messages": contents,
+                "system": system_instruction,
+                "alt": request.query_params.get("alt"),
+                "generation_config": config,
+                "attachments": attachments,
+            },
+            schema=schema,
         )
 
     def headers(self, decision: Decision) -> dict[str, str]:
@@ -163,7 +162,7 @@ class GeminiDialect:
             }
         return frame
 
-    def reply(self, answer: Answer, decision: Decision) -> Response:
+    def reply(self, answer: Answer, decision: Decision, call: SimCall | None = None) -> Response:
         return JSONResponse(self._frame(answer, answer.text, finish=True))
 
     async def stream(self, call: SimCall, answer: Answer, cut: Cut) -> AsyncIterator[bytes]:
@@ -179,6 +178,41 @@ class GeminiDialect:
                     yield sse({"error": error})
                 return
             yield sse(self._frame(answer, word, finish=i == len(words) - 1))
+
+
+def _turns(contents: list[Any], log: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The contents as {role, content} text (checked as the API checks them), and their files."""
+    turns: list[dict[str, str]] = []
+    attachments: list[dict[str, Any]] = []
+    for i, content in enumerate(contents):
+        role = content.get("role", "user") if isinstance(content, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if role not in ("user", "model"):
+            raise Rejected(_invalid(f"Please use a valid role: user, model. (contents[{i}].role)"), **log)
+        try:
+            found = gemini_parts(parts)
+        except MediaError as exc:
+            raise Rejected(_invalid(f"* GenerateContentRequest.contents[{i}].parts: {exc}"), **log) from None
+        if found is None:
+            raise Rejected(
+                _invalid(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."), **log
+            )
+        text = found[0]
+        attachments += [{"message": i, **f} for f in found[1]]
+        turns.append({"role": "assistant" if role == "model" else "user", "content": text})
+    return turns, attachments
+
+
+def _schema(config: dict[str, Any], log: dict[str, Any]) -> Any:
+    """The schema a structured answer must fit (None: a plain answer)."""
+    problem = gemini_config_problem(config)
+    if problem:
+        raise Rejected(_invalid(problem), **log)
+    schema = camel_schema(config.get("responseSchema", config.get("response_schema")))
+    schema = config.get("responseJsonSchema", config.get("response_json_schema", schema))
+    if schema is None and config.get("responseMimeType", config.get("response_mime_type")) == "application/json":
+        schema = {"type": "object"}
+    return schema
 
 
 DIALECT = GeminiDialect()

@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .flow import Answer, Cut, Rejected, SimCall, serve, sse
+from .media import MediaError, openai_parts
 from .state import Decision, fingerprint
+from .structured import openai_format_problem
 
 
 def go_duration(seconds: float) -> str:
@@ -70,7 +72,7 @@ class OpenAIDialect:
             and all(
                 isinstance(m, dict)
                 and m.get("role") in ("system", "developer", "user", "assistant")
-                and isinstance(m.get("content"), str)
+                and isinstance(m.get("content"), str | list)
                 for m in messages
             )
         )
@@ -78,6 +80,7 @@ class OpenAIDialect:
             raise Rejected(
                 _bad_request("'messages' must be a non-empty array of {role, content} objects", "messages"), **log
             )
+        plain, attachments = _plain(messages, log)
         temperature = body.get("temperature")
         if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
             message = (
@@ -85,8 +88,10 @@ class OpenAIDialect:
                 f"but got {temperature} instead."
             )
             raise Rejected(_bad_request(message, "temperature"), **log, model=model)
-        system = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "developer")) or None
-        turns = [m for m in messages if m["role"] not in ("system", "developer")]
+        response_format = body.get("response_format")
+        schema = _schema(response_format, {**log, "model": model})
+        system = "\n\n".join(m["content"] for m in plain if m["role"] in ("system", "developer")) or None
+        turns = [m for m in plain if m["role"] not in ("system", "developer")]
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         return SimCall(
@@ -96,7 +101,13 @@ class OpenAIDialect:
             system=system,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             stream=bool(body.get("stream")),
-            log={"messages": messages, "include_usage": include_usage},
+            log={
+                "messages": messages,
+                "include_usage": include_usage,
+                "response_format": response_format,
+                "attachments": attachments,
+            },
+            schema=schema,
         )
 
     def headers(self, decision: Decision) -> dict[str, str]:
@@ -157,7 +168,7 @@ class OpenAIDialect:
         message = "The server had an error while processing your request. Sorry about that!"
         return _error(500, message, "server_error", None, {})
 
-    def reply(self, answer: Answer, decision: Decision) -> Response:
+    def reply(self, answer: Answer, decision: Decision, call: SimCall | None = None) -> Response:
         return JSONResponse(
             {
                 "id": f"chatcmpl-sim{answer.id}",
@@ -222,6 +233,32 @@ def _usage(answer: Answer) -> dict[str, int]:
         "completion_tokens": answer.completion_tokens,
         "total_tokens": answer.prompt_tokens + answer.completion_tokens,
     }
+
+
+def _plain(messages: list[dict[str, Any]], log: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The messages as {role, content} text, and the files their parts carry (checked)."""
+    attachments: list[dict[str, Any]] = []
+    plain: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        try:
+            text, files = openai_parts(m["content"], m["role"])
+        except MediaError as exc:
+            raise Rejected(_bad_request(f"messages[{i}]: {exc}", f"messages[{i}].content"), **log) from None
+        plain.append({"role": m["role"], "content": text})
+        attachments += [{"message": i, **f} for f in files]
+    return plain, attachments
+
+
+def _schema(response_format: Any, log: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema a structured answer must fit (None: a plain answer)."""
+    if response_format is None:
+        return None
+    problem = openai_format_problem(response_format)
+    if problem:
+        raise Rejected(_bad_request(problem, "response_format"), **log)
+    if response_format["type"] == "json_schema":
+        return response_format["json_schema"]["schema"]
+    return {"type": "object"} if response_format["type"] == "json_object" else None
 
 
 DIALECT = OpenAIDialect()

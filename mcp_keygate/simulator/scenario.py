@@ -11,6 +11,8 @@ Magic prefixes (no scenario needed):
                       Gemini 402 prepayment depleted)
   sim-streamcut-*     streams stop halfway without their end marker (plain replies: a truncated body)
   sim-streamerror-*   streams report an error event halfway (plain replies: a 500)
+  sim-badjson-*       a structured answer (response_format, a forced tool, responseSchema) that is valid
+                      JSON of the wrong shape; plain answers are normal
   sim-hang-*, sim-slowdrip-*, sim-reset-*, sim-html502-*, sim-html504-*, sim-empty200-*,
   sim-malformed-*, sim-huge-*   transport faults (see faults.py)
   anything else       answers normally
@@ -50,6 +52,7 @@ BEHAVIORS = (
     "spendlimit",
     "streamcut",
     "streamerror",
+    "badjson",
     *TRANSPORT_FAULTS,
 )
 _MAGIC = re.compile(r"^sim-(" + "|".join(BEHAVIORS) + r")(?:-(\d+)s)?(?:-|$)")

@@ -26,6 +26,7 @@ Failure = Literal[
     "server_error",
     "context",
     "daily",
+    "badjson",
 ]
 
 

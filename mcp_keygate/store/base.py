@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..attachments import Attachment
 from ..auth import LOCAL_OWNER
 from ..errors import CallError
-from ..keys.budget import Budget
+from ..keys.budget import Budget, MoneyBudget
 from ..keys.state import KeyRecord
 from ..messages import Turn
 
@@ -38,7 +39,9 @@ class ConversationInfo:
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """Tokens used by one caller (token name) on one model with one key, on one UTC day."""
+    """Tokens (and dollars) used by one caller (token name) on one model with one key, on one UTC day.
+
+    `cost_usd` sums the priced requests; `unpriced` counts those whose price was unknown."""
 
     day: str  # YYYY-MM-DD
     owner: str
@@ -47,6 +50,8 @@ class UsageRow:
     requests: int
     input_tokens: int
     output_tokens: int
+    cost_usd: float = 0.0
+    unpriced: int = 0
 
 
 class Store(Protocol):
@@ -71,9 +76,16 @@ class Store(Protocol):
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
         usage: UsageRow | None = None,
+        blobs: list[Attachment] | None = None,
     ) -> None:
         """Append all turns, save `keys` and add `usage`, in one transaction; `create` starts `owner`'s new
-        conversation."""
+        conversation. `blobs` (attachments with their bytes) are stored once per sha256."""
+
+    async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
+        """The bytes of the stored attachments with these sha256 (those that exist)."""
+
+    async def blob_bytes(self) -> int:
+        """How many bytes of attachments the store holds (for `[limits] max_stored_attachment_bytes`)."""
 
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]: ...
 
@@ -88,3 +100,8 @@ class Store(Protocol):
     ) -> tuple[float, str]:
         """Atomically (across instances sharing the store): if `enforce` and the spend does not fit the
         budget, return (seconds until it does, why) and charge nothing; else charge it and return (0, "")."""
+
+    async def spend_money(
+        self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
+    ) -> tuple[float, str]:
+        """`spend_budget` for dollars (`keys.budget.try_spend_money`), as atomic across instances."""

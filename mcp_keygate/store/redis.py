@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
+from ..attachments import Attachment
 from ..auth import LOCAL_OWNER
 from ..errors import PoolContention
-from ..keys.budget import Budget, try_spend
+from ..keys.budget import Budget, MoneyBudget, try_spend, try_spend_money
 from ..keys.redis_layout import record_name
 from ..keys.state import KeyRecord
 from ..messages import Turn
@@ -87,7 +89,7 @@ class RedisStore:
         found_owner, raws = await pipe.execute()
         if found_owner is None or _text(found_owner) != owner:
             return None
-        return [Turn(**json.loads(raw)) for raw in raws]
+        return [_turn(json.loads(raw)) for raw in raws]
 
     @redis_call
     async def append_turns(
@@ -99,9 +101,13 @@ class RedisStore:
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
         usage: UsageRow | None = None,
+        blobs: list[Attachment] | None = None,
     ) -> None:
         meta = self._meta(conversation_id)
-        payload = [json.dumps(asdict(t)) for t in turns]
+        payload = [json.dumps({**asdict(t), "attachments": [a.to_dict() for a in t.attachments]}) for t in turns]
+        for blob in blobs or []:  # content-addressed: written once, before the turns that name them
+            if blob.data is not None and await self.redis.set(f"{self.prefix}:blob:{blob.sha256}", blob.data, nx=True):
+                await self.redis.incrby(f"{self.prefix}:blobs:bytes", blob.size)
         for _ in range(MAX_TRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -128,6 +134,10 @@ class RedisStore:
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}requests", usage.requests)
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}input_tokens", usage.input_tokens)
                         pipe.hincrby(where, f"{head}{_FIELD_SEP}output_tokens", usage.output_tokens)
+                        # Always written (0 too): a row without it predates costs, and its cost is unknown.
+                        pipe.hincrbyfloat(where, f"{head}{_FIELD_SEP}cost_usd", usage.cost_usd)
+                        if usage.unpriced:
+                            pipe.hincrby(where, f"{head}{_FIELD_SEP}unpriced", usage.unpriced)
                     await pipe.execute()
                     return
                 except WatchError:
@@ -141,11 +151,11 @@ class RedisStore:
         days = sorted(day for day in found if day >= since_day)
         rows = []
         for day in days:
-            totals: dict[tuple[str, str, str], dict[str, int]] = {}
+            totals: dict[tuple[str, str, str], dict[str, float]] = {}
             for field, value in (await self.redis.hgetall(f"{prefix}{day}")).items():
                 who, model, key_id, name = _text(field).split(_FIELD_SEP)
                 if owner is None or who == owner:
-                    totals.setdefault((who, model, key_id), {})[name] = int(value)
+                    totals.setdefault((who, model, key_id), {})[name] = float(value)
             for (who, model, key_id), counts in sorted(totals.items()):
                 rows.append(
                     UsageRow(
@@ -153,9 +163,11 @@ class RedisStore:
                         who,
                         model,
                         key_id,
-                        counts.get("requests", 0),
-                        counts.get("input_tokens", 0),
-                        counts.get("output_tokens", 0),
+                        int(counts.get("requests", 0)),
+                        int(counts.get("input_tokens", 0)),
+                        int(counts.get("output_tokens", 0)),
+                        counts.get("cost_usd", 0.0),
+                        int(counts.get("unpriced", 0) if "cost_usd" in counts else counts.get("requests", 0)),
                     )
                 )
         return rows
@@ -164,24 +176,54 @@ class RedisStore:
     async def spend_budget(
         self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
     ) -> tuple[float, str]:
-        key = f"{self.prefix}:budget:{name}"
+        def spend(state: dict) -> tuple[float, str]:
+            return try_spend(state, budget, now, requests, tokens, enforce)
+
+        return await self._charge(f"{self.prefix}:budget:{name}", spend, 2 * 86_400, name)
+
+    @redis_call
+    async def spend_money(
+        self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
+    ) -> tuple[float, str]:
+        def spend(state: dict) -> tuple[float, str]:
+            return try_spend_money(state, budget, now, amount, enforce)
+
+        # Kept a month and a day: the longest money window, and a day to spare.
+        return await self._charge(f"{self.prefix}:budget:usd:{name}", spend, 32 * 86_400, name)
+
+    async def _charge(
+        self, key: str, spend: Callable[[dict], tuple[float, str]], ttl: int, name: str
+    ) -> tuple[float, str]:
+        """One optimistic transaction on a budget's JSON state: `spend` charges it (returning (0, ""))
+        or refuses (a wait and why, nothing written)."""
         for _ in range(MAX_TRIES):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.get(key)
                     state = json.loads(raw) if raw else {}
-                    verdict = try_spend(state, budget, now, requests, tokens, enforce)
+                    verdict = spend(state)
                     if verdict[0] > 0:
                         await pipe.reset()
                         return verdict
                     pipe.multi()
-                    pipe.set(key, json.dumps(state), ex=2 * 86_400)
+                    pipe.set(key, json.dumps(state), ex=ttl)
                     await pipe.execute()
                     return verdict
                 except WatchError:
                     continue
         raise PoolContention(f"could not charge the budget of {name} after {MAX_TRIES} tries")
+
+    @redis_call
+    async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
+        if not hashes:
+            return {}
+        raws = await self.redis.mget([f"{self.prefix}:blob:{h}" for h in hashes])
+        return {h: raw if isinstance(raw, bytes) else raw.encode() for h, raw in zip(hashes, raws, strict=True) if raw}
+
+    @redis_call
+    async def blob_bytes(self) -> int:
+        return int(await self.redis.get(f"{self.prefix}:blobs:bytes") or 0)
 
     @redis_call
     async def list_conversations(self, limit: int = 50, owner: str = LOCAL_OWNER) -> list[ConversationInfo]:
@@ -197,6 +239,11 @@ class RedisStore:
                 ConversationInfo(cid, float(meta["created_at"]), float(meta["updated_at"]), int(meta["turns"]))
             )
         return infos
+
+
+def _turn(data: dict) -> Turn:
+    attachments = tuple(Attachment.from_dict(a) for a in data.pop("attachments", None) or [])
+    return Turn(**data, attachments=attachments)
 
 
 def _text(value: bytes | str) -> str:

@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from ..attachments import Attachment
 from ..auth import LOCAL_OWNER
 from ..errors import StoreError
-from ..keys.budget import Budget, try_spend
+from ..keys.budget import Budget, MoneyBudget, try_spend, try_spend_money
 from ..keys.state import KeyRecord
 from ..messages import Turn
 from .base import ConversationConflict, ConversationInfo, UsageRow
@@ -63,7 +64,16 @@ CREATE TABLE IF NOT EXISTS usage (
     requests      INTEGER NOT NULL,
     input_tokens  INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
+    cost_usd      REAL NOT NULL DEFAULT 0,
+    unpriced      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, owner, model, key_id)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256     TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS budgets (
     name       TEXT PRIMARY KEY,
@@ -134,6 +144,14 @@ class SQLiteStore:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
             if "owner" not in columns:  # a state file from before per-client conversations
                 conn.execute("ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'")
+            turn_columns = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
+            if "attachments" not in turn_columns:  # a state file from before attachments
+                conn.execute("ALTER TABLE turns ADD COLUMN attachments TEXT")
+            usage_columns = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+            if "cost_usd" not in usage_columns:  # a state file from before costs
+                conn.execute("ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0")
+                conn.execute("ALTER TABLE usage ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0")
+                conn.execute("UPDATE usage SET unpriced = requests")  # their cost was never known: not $0
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the state file {self.path}: {exc}") from None
         return conn
@@ -165,11 +183,11 @@ class SQLiteStore:
             if exists is None:
                 return None
             rows = conn.execute(
-                "SELECT role, content, model, provider, key_id, created_at FROM turns "
+                "SELECT role, content, model, provider, key_id, created_at, attachments FROM turns "
                 "WHERE conversation_id=? ORDER BY seq",
                 (conversation_id,),
             ).fetchall()
-            return [Turn(*row) for row in rows]
+            return [Turn(r[0], r[1], r[2], r[3], r[4], r[5], attachments=_references(r[6])) for r in rows]
 
         return await self._run(read)
 
@@ -182,6 +200,7 @@ class SQLiteStore:
         owner: str = LOCAL_OWNER,
         keys: list[KeyRecord] | None = None,
         usage: UsageRow | None = None,
+        blobs: list[Attachment] | None = None,
     ) -> None:
         now = time.time()
         key_rows = _key_rows(keys or [])
@@ -201,14 +220,8 @@ class SQLiteStore:
             if row is None:
                 raise ConversationConflict(conversation_id)
             start = row[0]
-            conn.executemany(
-                "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at)
-                    for i, t in enumerate(turns)
-                ],
-            )
+            _insert_turns(conn, conversation_id, start, turns)
+            _insert_blobs(conn, blobs or [], now)
             conn.execute(
                 "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
                 (len(turns), now, conversation_id),
@@ -216,10 +229,11 @@ class SQLiteStore:
             _upsert_keys(conn, key_rows)
             if usage is not None:
                 conn.execute(
-                    "INSERT INTO usage(day, owner, model, key_id, requests, input_tokens, output_tokens) "
-                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, owner, model, key_id) DO UPDATE SET "
+                    "INSERT INTO usage(day, owner, model, key_id, requests, input_tokens, output_tokens, cost_usd, "
+                    "unpriced) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(day, owner, model, key_id) DO UPDATE SET "
                     "requests=requests+excluded.requests, input_tokens=input_tokens+excluded.input_tokens, "
-                    "output_tokens=output_tokens+excluded.output_tokens",
+                    "output_tokens=output_tokens+excluded.output_tokens, cost_usd=cost_usd+excluded.cost_usd, "
+                    "unpriced=unpriced+excluded.unpriced",
                     (
                         usage.day,
                         usage.owner,
@@ -228,6 +242,8 @@ class SQLiteStore:
                         usage.requests,
                         usage.input_tokens,
                         usage.output_tokens,
+                        usage.cost_usd,
+                        usage.unpriced,
                     ),
                 )
 
@@ -246,7 +262,10 @@ class SQLiteStore:
 
     async def load_usage(self, since_day: str, owner: str | None = None) -> list[UsageRow]:
         def read(conn: sqlite3.Connection) -> list[UsageRow]:
-            query = "SELECT day, owner, model, key_id, requests, input_tokens, output_tokens FROM usage WHERE day >= ?"
+            query = (
+                "SELECT day, owner, model, key_id, requests, input_tokens, output_tokens, cost_usd, unpriced "
+                "FROM usage WHERE day >= ?"
+            )
             args: list[str] = [since_day]
             if owner is not None:
                 query += " AND owner = ?"
@@ -258,25 +277,78 @@ class SQLiteStore:
     async def spend_budget(
         self, name: str, budget: Budget, now: float, requests: int, tokens: int, enforce: bool = True
     ) -> tuple[float, str]:
-        def spend(conn: sqlite3.Connection) -> tuple[float, str]:
-            row = conn.execute("SELECT spend FROM budgets WHERE name=?", (name,)).fetchone()
-            state = json.loads(row[0]) if row else {}
-            verdict = try_spend(state, budget, now, requests, tokens, enforce)
-            if verdict[0] == 0:
-                conn.execute(
-                    "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
-                    "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
-                    (name, json.dumps(state), now),
-                )
-            return verdict
+        return await self._write(
+            lambda conn: _charge(
+                conn, name, now, lambda state: try_spend(state, budget, now, requests, tokens, enforce)
+            )
+        )
 
-        return await self._write(spend)
+    async def spend_money(
+        self, name: str, budget: MoneyBudget, now: float, amount: float, enforce: bool = True
+    ) -> tuple[float, str]:
+        return await self._write(
+            lambda conn: _charge(conn, f"usd:{name}", now, lambda s: try_spend_money(s, budget, now, amount, enforce))
+        )
+
+    async def load_blobs(self, hashes: list[str]) -> dict[str, bytes]:
+        return await self._run(lambda conn: _read_blobs(conn, hashes))
+
+    async def blob_bytes(self) -> int:
+        return await self._run(lambda conn: int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0]))
 
     async def ping(self) -> bool:
         try:
             return await self._run(_select_one)
         except (StoreError, sqlite3.Error):
             return False
+
+
+def _charge(
+    conn: sqlite3.Connection, name: str, now: float, spend: Callable[[dict], tuple[float, str]]
+) -> tuple[float, str]:
+    """Charge a budget's JSON state in this transaction (nothing written when `spend` refuses)."""
+    row = conn.execute("SELECT spend FROM budgets WHERE name=?", (name,)).fetchone()
+    state = json.loads(row[0]) if row else {}
+    verdict = spend(state)
+    if verdict[0] == 0:
+        conn.execute(
+            "INSERT INTO budgets(name, spend, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET spend=excluded.spend, updated_at=excluded.updated_at",
+            (name, json.dumps(state), now),
+        )
+    return verdict
+
+
+def _insert_turns(conn: sqlite3.Connection, conversation_id: str, start: int, turns: list[Turn]) -> None:
+    conn.executemany(
+        "INSERT INTO turns(conversation_id, seq, role, content, model, provider, key_id, created_at, "
+        "attachments) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (conversation_id, start + i, t.role, t.content, t.model, t.provider, t.key_id, t.created_at, refs)
+            for i, t in enumerate(turns)
+            for refs in [json.dumps([a.to_dict() for a in t.attachments]) if t.attachments else None]
+        ],
+    )
+
+
+def _insert_blobs(conn: sqlite3.Connection, blobs: list[Attachment], now: float) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO blobs(sha256, media_type, size, data, created_at) VALUES (?,?,?,?,?)",
+        [(b.sha256, b.media_type, b.size, b.data, now) for b in blobs if b.data is not None],
+    )
+
+
+def _read_blobs(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for i in range(0, len(hashes), 500):  # under SQLite's limit on bound parameters
+        part = hashes[i : i + 500]
+        marks = ",".join("?" * len(part))
+        found.update(conn.execute(f"SELECT sha256, data FROM blobs WHERE sha256 IN ({marks})", part))
+    return found
+
+
+def _references(raw: str | None) -> tuple[Attachment, ...]:
+    return tuple(Attachment.from_dict(item) for item in json.loads(raw)) if raw else ()
 
 
 def _select_one(conn: sqlite3.Connection) -> bool:

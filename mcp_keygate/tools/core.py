@@ -4,7 +4,7 @@ get_conversation, and (when enabled, for operators) reset_key."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -22,6 +22,7 @@ from ..schemas import (
     ResetResult,
     UsageResult,
 )
+from .files import ClientRoots, gather
 from .sampling import client_model
 from .services import ToolServices
 
@@ -34,6 +35,17 @@ CALLS_A_MODEL = ToolAnnotations(
 )
 RESETS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
+FILES_HELP = (
+    "files to send with the prompt: text (sent with its path as a header), PDFs and images. Over stdio a "
+    "path inside the client's roots; over HTTP inline only: {data: base64, media_type, name}, MCP image "
+    "content {type: image, data, mimeType} or an embedded resource "
+    "{type: resource, resource: {uri, text|blob, mimeType}}"
+)
+Files = Annotated[list[str | dict[str, Any]] | None, Field(description=FILES_HELP)]
+Images = Annotated[
+    list[str | dict[str, Any]] | None,
+    Field(description="images (PNG, JPEG, GIF, WebP) to send with the prompt; the same forms as `files`"),
+]
 MaxWait = Annotated[float, Field(ge=0, le=600, description="how long to wait for a cooling key before failing")]
 ConversationId = Annotated[str | None, Field(description="continue this conversation; omit to start a new one")]
 
@@ -62,9 +74,29 @@ def register_complete(server: MCPServer, services: ToolServices) -> None:
             float | None, Field(ge=0, le=2, description="sampling temperature, 0 to 2; omit for the model's default")
         ] = None,
         max_wait_s: MaxWait = DEFAULT_MAX_WAIT_S,
+        response_schema: Annotated[
+            dict[str, Any] | None,
+            Field(description="a JSON Schema: the answer comes back as `json` too, validated against it"),
+        ] = None,
+        files: Files = None,
+        images: Images = None,
+        roots: ClientRoots = None,
     ) -> CompleteResult:
         """Ask a model. Keys rotate and models fall back automatically; the whole conversation is kept."""
-        request = CompleteRequest(prompt, messages, model, conversation_id, system, max_tokens, temperature, max_wait_s)
+        with services.tool_errors():
+            attachments = gather(ctx, services.config, files, images, roots)
+        request = CompleteRequest(
+            prompt,
+            messages,
+            model,
+            conversation_id,
+            system,
+            max_tokens,
+            temperature,
+            max_wait_s,
+            response_schema=response_schema,
+            attachments=attachments,
+        )
         owner = services.caller()
         calls = services.gateway.calls
         call = calls.complete(

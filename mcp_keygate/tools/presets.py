@@ -19,7 +19,8 @@ from ..complete_request import DEFAULT_MAX_WAIT_S, CompleteRequest
 from ..config import PresetConfig
 from ..schemas import CompleteResult
 from ..templates import render
-from .core import CALLS_A_MODEL, ConversationId, MaxWait
+from .core import CALLS_A_MODEL, ConversationId, Files, Images, MaxWait
+from .files import PRESET_ROOTS, gather
 from .sampling import client_model
 from .services import ToolServices
 
@@ -72,12 +73,23 @@ def preset_tool(name: str, preset: PresetConfig, services: ToolServices) -> Call
         inspect.Parameter("conversation_id", _KEYWORD, default=None, annotation=ConversationId),
         inspect.Parameter("max_wait_s", _KEYWORD, default=DEFAULT_MAX_WAIT_S, annotation=MaxWait),
     ]
+    if preset.files:
+        params.append(inspect.Parameter("files", _KEYWORD, default=None, annotation=Files))
+    if preset.images:
+        params.append(inspect.Parameter("images", _KEYWORD, default=None, annotation=Images))
+    if preset.files or preset.images:
+        roots = PRESET_ROOTS[(preset.files, preset.images)]
+        params.append(inspect.Parameter("roots", _KEYWORD, default=None, annotation=roots))
 
     async def run_preset(**arguments: Any) -> CompleteResult:
         ctx = arguments.pop("ctx")
+        files, images, roots = arguments.pop("files", None), arguments.pop("images", None), arguments.pop("roots", None)
+        with services.tool_errors():
+            attachments = gather(ctx, services.config, files, images, roots)
         base = CompleteRequest(
             conversation_id=arguments.pop("conversation_id", None),
             max_wait_s=arguments.pop("max_wait_s", DEFAULT_MAX_WAIT_S),
+            attachments=attachments,
         )
         owner = services.caller()
         notify, last_resort = services.progress(ctx), client_model(ctx, services)

@@ -87,6 +87,6 @@ class ToolServices:
     async def answered(self, owner: str, what: str, call: Awaitable[CompleteResult]) -> CompleteResult:
         """Run a complete-like call; log and count it, and turn its failures into tool errors."""
         try:
-            return await accounted(self.metrics, owner, what, call)
+            return await accounted(self.metrics, owner, what, call, self.gateway.activity)
         except KeygateError as exc:
             raise ToolError(self.scrubbed(exc)) from None
