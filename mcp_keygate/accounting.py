@@ -37,11 +37,13 @@ async def accounted(
             raise
         tracing.end_call(span, result)
     log.info("%s by %s answered by %s with key %s", what, owner, result.model, result.key_id)
+    # A client's own model names itself: one label for all of them keeps the series bounded.
+    model = "client" if result.provider == "client" else result.model
     if activity is not None:
-        activity.on_cost(owner, result.model, result.key_id, result.cost_usd)
+        activity.on_cost(owner, model, result.key_id, result.cost_usd)
     if metrics is not None:
         usage = result.usage
         metrics.on_call(owner, "ok")
-        metrics.on_usage(owner, result.model, result.key_id, usage.input_tokens, usage.output_tokens)
-        metrics.on_cost(owner, result.model, result.key_id, result.cost_usd)
+        metrics.on_usage(owner, model, result.key_id, usage.input_tokens, usage.output_tokens)
+        metrics.on_cost(owner, model, result.key_id, result.cost_usd)
     return result

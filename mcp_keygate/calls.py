@@ -98,6 +98,18 @@ class CallService:
         finally:
             self.in_flight.count -= 1
 
+    async def precheck(self, request: CompleteRequest, caller: str = LOCAL_OWNER) -> None:
+        """What `complete` checks before it spends anything, and nothing else: the request, the
+        conversation's owner and room, the caller's policy. For front doors that must answer a
+        refusal before they start a reply (a streamed REST reply is a 200 once begun)."""
+        new = checked_messages(request, self.config)
+        history = await self._history(request.conversation_id, caller, len(new))
+        if not any(m.role == "user" for m in request_messages(history, new)):
+            raise InvalidRequest("messages: at least one message with role 'user' is needed")
+        policy = self.policies.for_token(caller)
+        if policy is not None:
+            policy.check(self.config, caller, request.model, request.preset)
+
     async def _complete(
         self, request: CompleteRequest, caller: str, notify: Notify | None, last_resort: LastResort | None
     ) -> CompleteResult:

@@ -104,15 +104,19 @@ def cmd_reload(args: argparse.Namespace) -> int:
     import signal
     from pathlib import Path
 
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .errors import KeygateError
     from .pidfiles import PidFile
+    from .reload import reload_problems
 
     if not hasattr(signal, "SIGHUP"):
         return _fail("reload needs SIGHUP, which this platform does not have: restart the server instead")
     try:
         config = load_config(args.config)
         config.resolve_keys()
+        if problems := reload_problems(config, None):
+            raise ConfigError(problems)
+        _check_policy_tokens(config)
     except KeygateError as exc:
         return _fail(f"not reloading, the config has problems (the servers keep theirs): {exc}")
     chosen = args.config or os.environ.get("KEYGATE_CONFIG")
@@ -172,6 +176,8 @@ def _serve_http(args: argparse.Namespace, config, gateway, reloader) -> int:
         tokens = TokenRegistry(secrets)
         if tokens.enabled and (problems := config.policy_token_problems(set(secrets))):
             raise ConfigError(problems)
+        if tokens.enabled:
+            reloader.token_names = set(secrets)
         metrics = Metrics(gateway.pool)
         server = build_server(
             gateway, log_level=args.log_level, tokens=tokens, owns_gateway=False, metrics=metrics, reloader=reloader

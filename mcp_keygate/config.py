@@ -40,7 +40,7 @@ class ConfigError(KeygateError):
 
 class _Strict(BaseModel):
     # No silent coercion: `port = "8931"` is a mistake to name, not a number to guess.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class StateConfig(_Strict):
@@ -93,7 +93,12 @@ class ServerConfig(_Strict):
     resume_events: int = Field(
         10_000, ge=0, description="streamable HTTP: events kept for clients that reconnect (0: no resumption)"
     )
-    resume_buffer_mb: float = Field(32.0, gt=0, description="memory the kept events may use (without Redis)")
+    resume_buffer_mb: float = Field(
+        32.0, gt=0, le=65536, description="memory all sessions' kept events may use (without Redis)"
+    )
+    resume_session_mb: float = Field(
+        4.0, gt=0, le=65536, description="with Redis: what one session's kept events may use"
+    )
     retry_ms: int = Field(2000, gt=0, description="how soon a client whose stream dropped should reconnect")
     rest_api: bool = Field(True, description="serve /v1/chat/completions, /v1/models and /v1/presets too")
     upstream_client: Literal["httpx2", "aiohttp"] = Field(

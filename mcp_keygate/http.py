@@ -33,6 +33,7 @@ from .http_guards import CHALLENGE, UNAUTHORIZED, BearerAuth, BodyDeadline, Host
 from .http_server import MCP_PATH, MESSAGES_PATH, SSE_PATH, DrainMiddleware
 from .metrics import CONTENT_TYPE, Metrics
 from .reload import Reloader
+from .rest.errors import OpenAIErrorShape
 from .rest.routes import RestApi
 from .resume import MemoryEventStore, SessionScopes
 from .schemas import KeyStatusRow
@@ -109,6 +110,7 @@ def event_store(gateway: Keygate) -> EventStore | None:
             redis_client(gateway.config),
             gateway.config.state.prefix,
             max_events_per_session=min(settings.resume_events, 1000),
+            max_bytes_per_session=int(settings.resume_session_mb * 1024 * 1024),
             ttl_s=settings.session_idle_timeout_s,
         )
     return MemoryEventStore(settings.resume_events, int(settings.resume_buffer_mb * 1024 * 1024))
@@ -253,6 +255,7 @@ def build_http_app(
 
     limits = gateway.config.limits
     middleware = [  # outermost first
+        Middleware(OpenAIErrorShape),
         Middleware(HostGuard, settings=security),
         Middleware(BearerAuth, registry=tokens, optional=("/status",)),
         Middleware(BodyDeadline, timeout_s=settings.body_timeout_s, max_bytes=limits.max_request_bytes),

@@ -42,17 +42,41 @@ class PidFile:
             self.path.unlink()
 
     def running(self) -> list[int]:
-        """Pids of live servers of this config; files of servers that are gone are removed."""
+        """Pids of live mcp-keygate servers of this config. A file whose name and content disagree,
+        or whose process is gone or is not an mcp-keygate server (a pid reused after a crash), is
+        removed and never signalled."""
         alive = []
         for file in sorted(self.directory.glob(f"{self.stem}.*.pid")):
+            named = file.name[len(self.stem) + 1 : -len(".pid")]
             try:
                 pid = int(file.read_text(encoding="utf-8").strip())
-                os.kill(pid, 0)
-            except PermissionError:
-                pass  # alive, another user's: `reload` will say it may not signal it
             except (ValueError, OSError):
+                pid = -1
+            if str(pid) != named or not is_keygate_server(pid):
                 with contextlib.suppress(OSError):
                     file.unlink()
                 continue
             alive.append(pid)
         return alive
+
+
+def is_keygate_server(pid: int) -> bool:
+    """Is `pid` a running `mcp-keygate serve`? Read from /proc where there is one; elsewhere only
+    whether the process exists can be known."""
+    if pid <= 0:
+        return False
+    proc = Path("/proc") / str(pid) / "cmdline"
+    if Path("/proc/self/cmdline").exists():
+        try:
+            words = proc.read_bytes().split(b"\0")
+        except OSError:
+            return False
+        joined = b" ".join(words)
+        return (b"mcp_keygate" in joined or b"mcp-keygate" in joined) and b"serve" in words
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

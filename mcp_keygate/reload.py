@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 
 from . import tracing
-from .config import ConfigError, load_config_file
+from .config import Config, ConfigError, load_config_file
 from .errors import KeygateError
 from .gateway import Keygate
 from .logs import SCRUBBER
@@ -47,6 +47,7 @@ class Reloader:
         self.env = env
         self.pid_file = pid_file
         self.listeners: list[Listener] = []
+        self.token_names: set[str] | None = None  # over HTTP with tokens: what policies may name
         self._lock = anyio.Lock()
 
     async def reload(self, why: str) -> ReloadReport | None:
@@ -57,6 +58,8 @@ class Reloader:
         async with self._lock:
             try:
                 config = load_config_file(self.path, self.env)
+                if problems := reload_problems(config, self.token_names):
+                    raise ConfigError(problems, str(self.path))
                 report = await self.gateway.reload(config, self.env)
             except (ConfigError, KeygateError) as exc:
                 log.error("reload (%s) refused, the running config stays: %s", why, exc)
@@ -88,14 +91,33 @@ class Reloader:
                 await self.reload("SIGHUP")
 
     async def _on_file_changes(self) -> None:
+        """Reload once a change has settled: the file unchanged for a whole poll (an editor writing
+        in several steps is not read half-way)."""
         assert self.path is not None
         seen = _fingerprint(self.path)
         while True:
             await anyio.sleep(POLL_S)
             now = _fingerprint(self.path)
-            if now != seen and now is not None:
-                seen = now
-                await self.reload(f"{self.path.name} changed")
+            if now == seen or now is None:
+                continue
+            while True:
+                await anyio.sleep(POLL_S)
+                later = _fingerprint(self.path)
+                if later == now and later is not None:
+                    break
+                now = later
+            seen = now
+            await self.reload(f"{self.path.name} changed")
+
+
+def reload_problems(config: Config, token_names: set[str] | None) -> list[str]:
+    """What `serve` would refuse at start-up, which a reload must refuse too."""
+    problems = []
+    if not config.providers:
+        problems.append("no providers: the new config would leave nothing to serve (an empty or half-written file?)")
+    if token_names:
+        problems += config.policy_token_problems(token_names)
+    return problems
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:

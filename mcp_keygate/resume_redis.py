@@ -25,17 +25,42 @@ log = logging.getLogger("mcp_keygate.http")
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
+# One event in, then the oldest out until the session's stream is within its count and bytes
+# (the bytes of every event's message are counted beside the stream); both expire with the session.
+_STORE = """
+local id = redis.call('XADD', KEYS[1], '*', 's', ARGV[1], 'm', ARGV[2])
+local total = redis.call('INCRBY', KEYS[2], #ARGV[2])
+local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+while total > max_bytes or redis.call('XLEN', KEYS[1]) > max_events do
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  if first == nil or first[1] == id then break end
+  local size = 0
+  for i = 1, #first[2], 2 do if first[2][i] == 'm' then size = #first[2][i + 1] end end
+  redis.call('XDEL', KEYS[1], first[1])
+  total = redis.call('DECRBY', KEYS[2], size)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return id
+"""
+
+
 class RedisEventStore(EventStore):
-    """XADD per event (capped at `max_events_per_session`, the key expiring after `ttl_s` without
-    events); replay is one XRANGE. While Redis cannot be reached, events go to a small store in
+    """One script call per event keeps a session's stream within `max_events_per_session` events
+    and `max_bytes_per_session` bytes (oldest out first), expiring after `ttl_s` without events;
+    replay is one XRANGE. While Redis cannot be reached, events go to a small store in
     memory instead (said once a minute in the log): a stream that cannot be kept must not stop
     the call itself, whose own error says what is wrong with Redis."""
 
-    def __init__(self, redis: Redis, prefix: str, *, max_events_per_session: int, ttl_s: float) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, *, max_events_per_session: int, max_bytes_per_session: int, ttl_s: float
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.max_events = max_events_per_session
+        self.max_bytes = max_bytes_per_session
         self.ttl_s = max(1, int(ttl_s))
+        self._script = redis.register_script(_STORE)
         self.fallback = MemoryEventStore(max_events=1000, max_bytes=8 * 1024 * 1024)
         self._warned_at = -math.inf
 
@@ -58,17 +83,14 @@ class RedisEventStore(EventStore):
             return None
 
     def _key(self, namespace: str) -> str:
-        return f"{self.prefix}:resume:{namespace}"
+        return f"{self.prefix}:resume:{{{namespace}}}"  # the hash tag keeps a session's keys in one slot
 
     @redis_call
     async def _store_in_redis(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         key = self._key(current_namespace())
         data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-        fields: dict[Any, Any] = {"s": stream_id, "m": data}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, fields, maxlen=self.max_events, approximate=True)
-            pipe.expire(key, self.ttl_s)
-            added, _ = await pipe.execute()
+        args: list[Any] = [stream_id, data, self.max_events, self.max_bytes, self.ttl_s]
+        added = await self._script(keys=[key, f"{key}:bytes"], args=args)
         return _text(added)
 
     @redis_call

@@ -58,7 +58,9 @@ def build_server(
     unknown_arguments = UnknownArguments()
     middleware: list[Any] = [unknown_arguments, explain_bad_level]
     if services.multi_user:
-        middleware.append(HiddenForCaller(services))
+        hidden = HiddenForCaller(services)
+        unknown_arguments.hidden = hidden.hidden
+        middleware.append(hidden)
     middleware.append(PromptArguments(services))
     bus = InMemorySubscriptionBus()
     server = MCPServer(

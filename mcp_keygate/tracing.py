@@ -84,7 +84,13 @@ def call_span(caller: str, what: str) -> Iterator[Any]:
     if _tracer is None:
         yield None
         return
-    with _tracer.start_as_current_span(f"keygate {what}", attributes={"keygate.caller": caller}) as span:
+    # No exception events: their message and stack trace would bypass the scrubbing `end_call` does.
+    with _tracer.start_as_current_span(
+        f"keygate {what}",
+        attributes={"keygate.caller": caller},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
         yield span
 
 

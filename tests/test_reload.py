@@ -137,6 +137,9 @@ async def test_reload_over_http_tells_both_protocol_eras(sim, http_server):
             return "notifications/tools/list_changed" in legacy_heard
 
         assert await eventually(told), legacy_heard
+        await anyio.sleep(0.5)  # anything told twice would have arrived by now
+        assert legacy_heard.count("notifications/tools/list_changed") == 1, legacy_heard
+        assert legacy_heard.count("notifications/prompts/list_changed") == 1, legacy_heard
         names = {t.name for t in (await legacy.list_tools()).tools}
         assert "translate" in names and "summarize" not in names
         assert {t.name for t in (await modern.list_tools()).tools} == names

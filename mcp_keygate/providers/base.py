@@ -305,6 +305,9 @@ async def _send(
     max_bytes: int,
 ) -> Attempt:
     secrets = [key.secret] if key.secret else []
+    # Custom headers may carry a credential too (a proxy's); an upstream may quote them back.
+    extra: Mapping[str, str] = getattr(provider, "extra_headers", None) or {}
+    secrets += [value for value in extra.values() if len(value) >= 8]
     request = provider.build_request(client, key, model, messages, params)
     request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what `decoded_body` inflates within bounds
     try:

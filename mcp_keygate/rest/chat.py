@@ -12,6 +12,7 @@ delivered half.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def parse_chat(body: Any, headers: Mapping[str, str]) -> ChatCall:
         model=model,
         conversation_id=headers.get(CONVERSATION_HEADER) or None,
         max_tokens=_number(body, "max_completion_tokens", int) or _number(body, "max_tokens", int),
-        temperature=_number(body, "temperature", float),
+        temperature=_temperature(body),
         max_wait_s=_max_wait(headers.get(MAX_WAIT_HEADER)),
     )
     return ChatCall(request, stream, isinstance(options, dict) and options.get("include_usage") is True)
@@ -89,7 +90,8 @@ def _messages(raw: Any) -> list[InputMessage]:
         where = f"messages[{i}]"
         if not isinstance(item, dict):
             raise ApiError(400, f"{where}: expected an object with role and content", param=where)
-        role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+        raw_role = item.get("role")
+        role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             got = str(item.get("role"))[:40]
             raise ApiError(
@@ -132,13 +134,24 @@ def _number(body: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def _temperature(body: dict[str, Any]) -> float | None:
+    value = _number(body, "temperature", float)
+    if value is not None and not 0 <= value <= 2:
+        raise ApiError(400, f"temperature: expected 0 to 2, got {value}", param="temperature")
+    return value
+
+
 def _max_wait(raw: str | None) -> float:
+    """Seconds from the header: 0 to 600, as the MCP tool takes them."""
     if raw is None:
         return DEFAULT_MAX_WAIT_S
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
-        raise ApiError(400, f"{MAX_WAIT_HEADER}: expected seconds as a number, got {raw[:20]!r}") from None
+        seconds = math.nan
+    if not 0 <= seconds <= 600:  # NaN fails this too
+        raise ApiError(400, f"{MAX_WAIT_HEADER}: expected seconds from 0 to 600, got {raw[:20]!r}")
+    return seconds
 
 
 def completion_body(result: CompleteResult, created: int | None = None) -> dict[str, Any]:

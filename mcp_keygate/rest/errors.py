@@ -4,6 +4,7 @@ SDKs raise the matching exception class."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -62,3 +63,52 @@ def _field_of(message: str) -> str | None:
     """The field an InvalidRequest message starts with (`max_tokens: must be …`)."""
     head, sep, _ = message.partition(":")
     return head if sep and head.replace("_", "").replace(".", "").isalnum() and len(head) < 40 else None
+
+
+class OpenAIErrorShape:
+    """ASGI middleware for `/v1/`: the guards' own refusals (401 without a token, 400 for two
+    Authorization headers, 408, 413, 503 while draining) answer `{"error": "…", "message": "…"}`;
+    here they take OpenAI's shape, so the SDKs raise their usual classes with the message."""
+
+    def __init__(self, app: Any, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+
+        async def reshaping(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start.update(message)  # held until the body shows whether it is a guard's
+                return
+            if message["type"] == "http.response.body" and start and message.get("more_body"):
+                await send(dict(start))  # a body in several parts is not a guard's: as it is
+                start.clear()
+            if message["type"] == "http.response.body" and start:
+                body = _reshaped(message.get("body", b""), start["status"])
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+                start.clear()
+                await send({**message, "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, reshaping)
+
+
+_KINDS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+
+
+def _reshaped(body: bytes, status: int) -> bytes:
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return body
+    if not (isinstance(found, dict) and isinstance(found.get("error"), str) and "message" in found):
+        return body  # already OpenAI's shape (ours), or not an error we know
+    kind = _KINDS.get(status, "rate_limit_error" if status == 429 else "api_error")
+    return json.dumps(error_body(str(found["message"]), kind, code=found["error"])).encode()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.abc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
 
     from ..metrics import Metrics
 
-MAX_BODY_ERROR = "the body is not JSON: send a JSON object"
+MAX_BODY_ERROR = "the body is not JSON (NaN and Infinity are not JSON numbers): send a JSON object"
 
 
 class RestApi:
@@ -71,6 +74,10 @@ class RestApi:
             return accounted(self.metrics, owner, "chat completion", complete, self.gateway.activity)
 
         if call.stream:
+            try:  # refusals while an error status can still be sent (the SDKs raise by status)
+                await self.gateway.calls.precheck(call.request, owner)
+            except KeygateError as exc:
+                return self._failure(exc)
             return _AsgiResponse(
                 ProgressStream(
                     answer,
@@ -80,7 +87,9 @@ class RestApi:
                 )
             )
         try:
-            result = await answer()
+            result = await _unless_gone(request, answer())
+            if result is None:
+                return Response(status_code=499)  # the client left; the call was cancelled
         except KeygateError as exc:
             return self._failure(exc)
         return JSONResponse(completion_body(result), headers=result_headers(result))
@@ -106,6 +115,12 @@ class RestApi:
 
     async def run_preset(self, request: Request) -> Response:
         owner, name = self._owner(request), request.path_params["name"]
+        config, policy = self.gateway.config, self._policy(owner)
+        if policy is not None and name in config.presets and not policy.may_use_preset(config, name):
+            try:  # before any argument check: a refusal must not tell a hidden preset's parameters
+                policy.check(config, owner, config.presets[name].route, name)
+            except KeygateError as exc:
+                return self._failure(exc)
         try:
             arguments = await _json(request)
             if not isinstance(arguments, dict):
@@ -121,7 +136,10 @@ class RestApi:
         )
         try:
             call = self.gateway.calls.run_preset(name, arguments, base, caller=owner)
-            result: CompleteResult = await accounted(self.metrics, owner, name, call, self.gateway.activity)
+            answered = await _unless_gone(request, accounted(self.metrics, owner, name, call, self.gateway.activity))
+            if answered is None:
+                return Response(status_code=499)
+            result: CompleteResult = answered
         except KeygateError as exc:
             return self._failure(exc)
         return JSONResponse(result.model_dump(mode="json"), headers=result_headers(result))
@@ -135,11 +153,65 @@ class RestApi:
         return sse(body)
 
 
+async def _unless_gone(request: Request, call: Awaitable[CompleteResult]) -> CompleteResult | None:
+    """The call's result, or None when the client disconnected first: the call is then cancelled
+    (its leases given back, its upstream socket closed) rather than answered, stored and billed
+    for nobody."""
+    outcome: list[CompleteResult] = []
+    failure: list[KeygateError] = []
+
+    async def run(group: anyio.abc.TaskGroup) -> None:
+        try:
+            outcome.append(await call)
+        except KeygateError as exc:  # raised below, not wrapped in the task group's exception group
+            failure.append(exc)
+        group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, group)
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
+
+
 async def _json(request: Request) -> Any:
+    """The body as JSON — strictly: no NaN or Infinity (not JSON, though Python reads them), and
+    no string that is not valid Unicode (a lone surrogate cannot be sent on to a provider)."""
     try:
-        return json.loads(await request.body())
+        body = json.loads(await request.body(), parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, MAX_BODY_ERROR) from None
+    if (where := _bad_text(body, "")) is not None:
+        raise ApiError(400, f"{where or 'the body'}: not valid Unicode text (a lone surrogate)", param=where or None)
+    return body
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _bad_text(value: Any, where: str) -> str | None:
+    """The path of the first string (or key) that cannot be encoded as UTF-8, if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for name, item in items:
+        path = f"{where}{name}" if name.startswith("[") else (f"{where}.{name}" if where else str(name))
+        if (found := _bad_text(name, path)) is not None or (found := _bad_text(item, path)) is not None:
+            return found
+    return None
 
 
 class _AsgiResponse(Response):

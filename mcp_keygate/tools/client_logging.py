@@ -21,6 +21,7 @@ from mcp_types import INVALID_PARAMS, EmptyResult, SetLevelRequestParams
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 DEFAULT_LEVEL = "warning"
 STDIO = "stdio"
+MESSAGES_PATH = "/messages"  # the SSE transport's POST route (http_server.MESSAGES_PATH)
 
 # `logging/setLevel` and sampling are deprecated at 2026-07-28 but current on the wires desktop clients speak;
 # the SDK warns at every use of its log helpers, which would only add noise to stderr.
@@ -28,18 +29,20 @@ warnings.filterwarnings("ignore", message=r".*(logging|sampling) capability is d
 
 
 def connection_of(request: Any) -> str:
-    """Which client connection a request came on: its streamable-HTTP session, its SSE session, or
-    stdio's single pipe. Session ids are bound to their token by the SDK, so a client can only
-    name its own."""
+    """Which client connection a request came on: its SSE session (the `session_id` the SSE
+    transport routes by), its streamable-HTTP session (the header that transport routes by), or
+    stdio's single pipe. Each transport's own identifier only, so a header cannot name another
+    transport's session; session ids are bound to their token by the SDK."""
     if request is None:
         return STDIO
+    url = getattr(request, "url", None)
+    if url is not None and url.path.startswith(MESSAGES_PATH):
+        query = getattr(request, "query_params", None)
+        sse_session = query.get("session_id") if query is not None else None
+        return f"sse:{sse_session}" if sse_session else "sse:unknown"
     headers = getattr(request, "headers", None)
     session = headers.get("mcp-session-id") if headers is not None else None
-    if session:
-        return f"http:{session}"
-    query = getattr(request, "query_params", None)
-    sse_session = query.get("session_id") if query is not None else None
-    return f"sse:{sse_session}" if sse_session else "http:sessionless"
+    return f"http:{session}" if session else "http:sessionless"
 
 
 class ClientLogLevels:

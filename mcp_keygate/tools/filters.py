@@ -10,21 +10,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
+from ..policies import PolicyRefused
 from .arguments import argument_problems
 from .services import ToolServices
+
+log = logging.getLogger("mcp_keygate.server")
 
 
 class UnknownArguments:
     def __init__(self) -> None:
         self.server: MCPServer | None = None  # set once the server exists (it is built with this filter)
         self.schemas: dict[str, dict[str, Any]] = {}
+        # Tools the caller may not use: their arguments are not checked, so a refusal cannot tell
+        # a hidden tool's parameters (the tool itself refuses, naming the policy).
+        self.hidden: Callable[[], set[str]] = set
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
@@ -32,7 +39,7 @@ class UnknownArguments:
                 self.schemas = {tool.name: dict(tool.input_schema or {}) for tool in await self.server.list_tools()}
             name = ctx.params.get("name")
             given = ctx.params.get("arguments") or {}
-            schema = self.schemas.get(name) if isinstance(name, str) else None
+            schema = self.schemas.get(name) if isinstance(name, str) and name not in self.hidden() else None
             if schema is not None and isinstance(given, Mapping):
                 message = refusal(str(name), schema, given)
                 if message:
@@ -65,9 +72,35 @@ class HiddenForCaller:
             names |= {name for name in services.config.presets if not policy.may_use_preset(services.config, name)}
         return names
 
+    def refusal(self, name: str) -> str:
+        """Why the caller may not call the tool `name` (it is hidden from it)."""
+        services = self.services
+        owner = services.caller()
+        if name == "reset_key":
+            return (
+                f"reset_key is for operators: token {owner!r} is not one ([server] operator_tokens, "
+                "or by default tokens that no policy governs)"
+            )
+        policy = services.gateway.policies.for_token(owner)
+        preset = services.config.presets.get(name)
+        if policy is not None and preset is not None:
+            try:
+                policy.check(services.config, owner, preset.route, name)
+            except PolicyRefused as exc:
+                return str(exc)
+        return f"Unknown tool: {name}"
+
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method == "prompts/get" and isinstance(ctx.params, Mapping) and ctx.params.get("name") in self.hidden():
             raise MCPError(INVALID_PARAMS, f"Unknown prompt: {ctx.params.get('name')}")
+        if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
+            name = ctx.params.get("name")
+            if isinstance(name, str) and name in self.hidden():
+                # Before the SDK checks the arguments: its message would tell the hidden tool's parameters.
+                given = ctx.params.get("arguments")
+                target = given.get("key_id") if isinstance(given, Mapping) else None
+                log.warning("%s %r refused: hidden from %s", name, target, self.services.caller())
+                return CallToolResult(content=[TextContent(type="text", text=self.refusal(name))], is_error=True)
         result = await call_next(ctx)
         if ctx.method not in ("tools/list", "prompts/list"):
             return result

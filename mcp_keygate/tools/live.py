@@ -54,8 +54,11 @@ class LiveTools:
         advertise_list_changes(server)
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS and ctx.session is not None:
-            connection = connection_of(ctx.request)
+        connection = connection_of(ctx.request)
+        # A request that names no session (the one opening a streamable-HTTP session) would file
+        # the same connection under a second name, and it would be told everything twice.
+        named = connection not in ("http:sessionless", "sse:unknown")
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS and ctx.session is not None and named:
             self._sessions[connection] = ctx.session
             self._sessions.move_to_end(connection)
             while len(self._sessions) > self.capacity:

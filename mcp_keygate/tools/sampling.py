@@ -62,12 +62,22 @@ def client_model(ctx: Context, services: ToolServices) -> LastResort | None:
         content = result.content
         if not isinstance(content, TextContent):
             raise _also_failed(failed, f"it answered with {getattr(content, 'type', 'no')} content, not text")
-        model = f"{CLIENT}:{result.model}"
-        completion = Completion(content.text, _STOP.get(str(result.stop_reason), "stop"), upstream_model=result.model)
+        limit = services.config.limits.max_prompt_chars
+        if len(content.text) > limit:
+            raise _also_failed(failed, f"its answer has {len(content.text)} characters, over [limits] max_prompt_chars")
+        model = f"{CLIENT}:{_name(result.model)}"
+        completion = Completion(content.text, _STOP.get(str(result.stop_reason), "stop"), upstream_model=model)
         record = AttemptRecord(model, CLIENT, "ok", None, None, WHY)
         return Routed(completion, model, CLIENT, CLIENT, [*failed.attempts, record])
 
     return ask
+
+
+def _name(reported: object) -> str:
+    """The client's model name as we keep it: printable, at most 64 characters (it is the client's
+    word, stored with the conversation and shown in views)."""
+    text = "".join(ch for ch in str(reported) if ch.isprintable())[:64]
+    return text or "unknown"
 
 
 def _also_failed(failed: RouteFailed, why: str) -> RouteFailed:
