@@ -100,8 +100,9 @@ def _reloader(args: argparse.Namespace, config, gateway):
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    """Check the config, then send SIGHUP to the servers running it (or to --pid)."""
+    """Check the config, send SIGHUP to the servers running it (or to --pid), say what each did."""
     import signal
+    import time
     from pathlib import Path
 
     from .config import ConfigError, load_config
@@ -120,9 +121,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except KeygateError as exc:
         return _fail(f"not reloading, the config has problems (the servers keep theirs): {exc}")
     chosen = args.config or os.environ.get("KEYGATE_CONFIG")
-    pids = [args.pid] if args.pid else PidFile.for_config(config, Path(chosen) if chosen else None).running()
+    pid_file = PidFile.for_config(config, Path(chosen) if chosen else None)
+    pids = [args.pid] if args.pid else pid_file.running()
     if not pids:
         return _fail("no running server of this config found (start one, or pass --pid)")
+    sent = time.time()
     for pid in pids:
         try:
             os.kill(pid, signal.SIGHUP)
@@ -130,8 +133,25 @@ def cmd_reload(args: argparse.Namespace) -> int:
             return _fail(f"no process {pid}")
         except PermissionError:
             return _fail(f"not allowed to signal process {pid} (another user's?)")
-    print(f"asked {len(pids)} server(s) to reload (pid {', '.join(map(str, pids))}); each logs what changed")
-    return 0
+    return _reload_outcomes(pid_file, pids, sent)
+
+
+def _reload_outcomes(pid_file, pids: list[int], sent: float, wait_s: float = 10.0) -> int:
+    """Print what each server said of the reload (exit 1 if one refused it)."""
+    import time
+
+    deadline, refused = time.monotonic() + wait_s, False
+    told: dict[int, tuple[bool, str]] = {}
+    while len(told) < len(pids) and time.monotonic() < deadline:
+        for pid in pids:
+            if pid not in told and (outcome := pid_file.outcome_since(pid, sent)) is not None:
+                told[pid] = outcome
+        time.sleep(0.1)
+    for pid in pids:
+        ok, message = told.get(pid, (True, "asked to reload; no answer yet — its log says what happened"))
+        refused = refused or not ok
+        print(f"server {pid}: {message}", file=sys.stdout if ok else sys.stderr)
+    return 1 if refused else 0
 
 
 def _keygate_error(group: BaseExceptionGroup) -> BaseException | None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 
 from .config import Config, default_state_path, state_path
@@ -40,6 +42,27 @@ class PidFile:
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.outcome_path(self.pid).unlink()
+
+    def outcome_path(self, pid: int) -> Path:
+        """Where the server `pid` says how its last reload went (for `mcp-keygate reload` to print)."""
+        return self.directory / f"{self.stem}.{pid}.reload"
+
+    def write_outcome(self, ok: bool, message: str) -> None:
+        with contextlib.suppress(OSError):
+            record = json.dumps({"at": time.time(), "ok": ok, "message": message})
+            self.outcome_path(self.pid).write_text(record, encoding="utf-8")
+
+    def outcome_since(self, pid: int, since: float) -> tuple[bool, str] | None:
+        """The server's reload outcome written after `since`, if there is one yet."""
+        try:
+            record = json.loads(self.outcome_path(pid).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or float(record.get("at", 0)) < since:
+            return None
+        return bool(record.get("ok")), str(record.get("message", ""))
 
     def running(self) -> list[int]:
         """Pids of live mcp-keygate servers of this config. A file whose name and content disagree,

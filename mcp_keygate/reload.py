@@ -63,13 +63,19 @@ class Reloader:
                 report = await self.gateway.reload(config, self.env)
             except (ConfigError, KeygateError) as exc:
                 log.error("reload (%s) refused, the running config stays: %s", why, exc)
+                self._tell(False, f"refused, the running config stays: {exc}")
                 return None
             SCRUBBER.add_secrets(self.gateway.secrets)  # new keys are scrubbed from every log line too
             tracing.remember_secrets(self.gateway.secrets)
             for listener in self.listeners:
                 await listener(report)
             log.info("config reloaded (%s): %s", why, report.summary())
+            self._tell(True, f"reloaded: {report.summary()}")
             return report
+
+    def _tell(self, ok: bool, message: str) -> None:
+        if self.pid_file is not None:
+            self.pid_file.write_outcome(ok, message)
 
     async def run(self) -> None:
         """Until cancelled: reload on SIGHUP, and on file changes when watching."""

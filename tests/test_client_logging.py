@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, ClientSession
+from mcp.client.sse import sse_client
 from mcp_types import LoggingMessageNotificationParams
 
 from .conftest import server_params, write_toml
@@ -132,3 +133,42 @@ async def test_an_unknown_level_is_invalid_params_and_changes_nothing(sim, tmp_p
     finally:
         _code, stderr = server.stop()
     assert "Traceback" not in stderr
+
+
+async def test_a_token_cannot_set_another_sessions_level_through_another_transport(sim, tmp_path):
+    tokens = '\n[server]\nauth_tokens = { alice = "${ALICE_TOKEN}", bob = "${BOB_TOKEN}" }\n'
+    config = overloaded_first(sim, tmp_path, tokens)
+    server = ServerProcess(config, free_port(), {"ALICE_TOKEN": ALICE, "BOB_TOKEN": BOB}).wait_ready()
+    accept = {"accept": "application/json, text/event-stream"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    try:
+        alice = {**accept, "authorization": f"Bearer {ALICE}"}
+        opened = httpx2.post(f"{server.url}/mcp", json=init, headers=alice, timeout=10)
+        alice |= {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        httpx2.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=alice)
+        level = {"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "error"}}
+        httpx2.post(f"{server.url}/mcp", json=level, headers=alice, timeout=10)
+        # bob, on an SSE session of his own, names alice's streamable session in a header.
+        bob_headers = {"Authorization": f"Bearer {BOB}", "mcp-session-id": alice["mcp-session-id"]}
+        async with (
+            sse_client(f"{server.url}/sse", headers=bob_headers) as (read, write, *_),
+            ClientSession(read, write) as bob,
+        ):
+            await bob.initialize()
+            await bob.set_logging_level("debug")
+        call = {
+            "jsonrpc": "2.0",
+            "id": 4,
+            "method": "tools/call",
+            "params": {"name": "complete", "arguments": {"prompt": "a"}},
+        }
+        answer = httpx2.post(f"{server.url}/mcp", json=call, headers=alice, timeout=30).text
+        assert '"id":4' in answer.replace(" ", "")
+        assert "notifications/message" not in answer  # alice is still at error: bob set only his own connection
+    finally:
+        server.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from mcp_keygate.config import ConfigError, config_from_env, load_config, load_config_file, parse_config
@@ -183,3 +185,10 @@ def test_a_placeholder_left_by_install_is_not_a_key():
     with pytest.raises(ConfigError) as info:
         config.resolve_keys({"OPENAI_KEY_A": "<set OPENAI_KEY_A>"})
     assert "still holds the placeholder '<set OPENAI_KEY_A>' that install wrote" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_infinite_or_nan_numbers_are_refused_with_the_field_named(value):
+    with pytest.raises(ConfigError) as refused:
+        parse_config(tomllib.loads(f"[server]\nresume_buffer_mb = {value}\n"))
+    assert "server.resume_buffer_mb" in str(refused.value)

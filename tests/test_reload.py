@@ -17,7 +17,7 @@ from mcp import Client
 
 from .conftest import REPO, server_params, write_toml
 from .redis_support import unique_prefix
-from .servers import ServerProcess, free_port, streamable
+from .servers import ALICE, BOB, ServerProcess, free_port, streamable
 
 pytestmark = pytest.mark.anyio
 
@@ -127,7 +127,7 @@ async def test_reload_over_http_tells_both_protocol_eras(sim, http_server):
         state = http_server.state
         write_toml(http_server.config, config_data(sim, [GOOD], {"translate": TRANSLATE}, state))
         done = reload_command(http_server.config)
-        assert done.returncode == 0 and "asked 1 server(s) to reload" in done.stdout, done.stderr
+        assert done.returncode == 0 and "reloaded: presets changed: summarize, translate" in done.stdout, done.stderr
 
         with anyio.fail_after(10):
             event = await events.__anext__()
@@ -187,3 +187,67 @@ async def test_a_call_in_flight_finishes_on_the_config_it_started_with(sim, http
         after = await client.call_tool("complete", {"prompt": "after"})
         rows = (await client.call_tool("key_status", {})).structured_content["keys"]
         assert [r["key_id"] for r in rows] == [after.structured_content["key_id"]]
+
+
+@pytest.fixture
+def guarded_server(sim, tmp_path):
+    """Over HTTP with tokens: alice is governed by a policy (only the route `cheap`), bob is not."""
+    state = {"backend": "sqlite", "path": str(tmp_path / "state.db")}
+    data = config_data(sim, [GOOD], {}, state)
+    data["routes"] = {"default": ["mini"], "cheap": ["mini"]}
+    data["server"] = {"auth_tokens": {"alice": "${ALICE_TOKEN}", "bob": "${BOB_TOKEN}"}}
+    data["policies"] = {"team": {"tokens": ["alice"], "routes": ["cheap"]}}
+    path = write_toml(tmp_path / "keygate.toml", data)
+    env = {"ALICE_TOKEN": ALICE, "BOB_TOKEN": BOB}
+    process = ServerProcess(path, free_port(), env, transport="streamable-http", extra_args=("--watch",)).wait_ready()
+    process.config, process.data = path, data
+    yield process
+    process.stop()
+
+
+def _alice_may_call_default(server) -> int:
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+    return httpx2.post(
+        f"{server.url}/v1/chat/completions", headers={"authorization": f"Bearer {ALICE}"}, json=body, timeout=30
+    ).status_code
+
+
+@pytest.mark.parametrize("change", ["misspelt policy token", "empty file"])
+def test_a_reload_cannot_leave_a_token_ungoverned(guarded_server, change):
+    assert _alice_may_call_default(guarded_server) == 403
+    if change == "empty file":
+        guarded_server.config.write_text("", encoding="utf-8")
+    else:
+        data = {**guarded_server.data, "policies": {"team": {"tokens": ["Alice"], "routes": ["cheap"]}}}
+        rewrite(guarded_server.config, data)
+    deadline = time.monotonic() + 15
+    while "refused, the running config stays" not in guarded_server.stderr() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logged = guarded_server.stderr()
+    assert "refused, the running config stays" in logged, logged
+    assert ("is not a configured token" if change != "empty file" else "nothing to serve") in logged
+    assert _alice_may_call_default(guarded_server) == 403  # still governed
+    # An empty file is refused here already; a misspelt token only by the server (this shell has
+    # no tokens to compare with), which `reload` reports.
+    done = reload_command(guarded_server.config)
+    expected = "not reloading" if change == "empty file" else "refused, the running config stays"
+    assert done.returncode == 1 and expected in done.stderr, done.stdout + done.stderr
+
+
+def test_reload_never_signals_a_process_that_is_not_a_keygate_server(http_server, tmp_path):
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    state_dir = tmp_path  # the sqlite state is tmp_path / "state.db": pid files live beside it
+    planted = [
+        state_dir / f"state.db.{bystander.pid}.pid",  # a reused pid, as after a crash
+        state_dir / "state.db.99999999.pid",  # a name and a content that disagree
+    ]
+    planted[0].write_text(f"{bystander.pid}\n", encoding="utf-8")
+    planted[1].write_text(f"{bystander.pid}\n", encoding="utf-8")
+    try:
+        done = reload_command(http_server.config)
+        assert done.returncode == 0 and done.stdout.count("server ") == 1, done.stdout + done.stderr
+        time.sleep(0.5)
+        assert bystander.poll() is None, "the bystander was signalled"
+        assert not any(p.exists() for p in planted)
+    finally:
+        bystander.kill()

@@ -195,3 +195,81 @@ def test_failed_routes_are_openai_errors_plain_and_streamed(sim, tmp_path):
     finally:
         _code, stderr = server.stop()
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"model":"cheap","messages":[{"role":["user"],"content":"x"}]}', "messages[0].role: expected system"),
+        (b'{"model":"cheap","messages":[{"role":{"a":1},"content":"x"}]}', "messages[0].role: expected system"),
+        (b'{"model":"cheap","messages":[{"role":"user","content":"\\ud800"}]}', "not valid Unicode"),
+        (b'{"model":"cheap","messages":[{"role":"user","content":"x"}],"temperature":NaN}', "NaN and Infinity"),
+        (b'{"model":"cheap","messages":[{"role":"user","content":"x"}],"temperature":Infinity}', "NaN and Infinity"),
+        (
+            b'{"model":"cheap","messages":[{"role":"user","content":"x"}],"temperature":-5}',
+            "temperature: expected 0 to 2",
+        ),
+        (b'{"model":"cheap","messages":[{"role":"user","content":"x"}],"stream":true,"temperature":9}', "temperature"),
+    ],
+)
+def test_malformed_bodies_are_400s_never_500s(team, raw, expected):
+    headers = {"authorization": f"Bearer {BOB}", "content-type": "application/json"}
+    response = httpx2.post(f"{team.url}/v1/chat/completions", headers=headers, content=raw, timeout=10)
+    assert response.status_code == 400, response.text
+    assert expected in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "601", "soon"])
+def test_a_max_wait_header_outside_0_to_600_is_refused(team, wait):
+    body = {"model": "cheap", "messages": [{"role": "user", "content": "x"}]}
+    headers = {"authorization": f"Bearer {BOB}", "x-keygate-max-wait": wait}
+    response = httpx2.post(f"{team.url}/v1/chat/completions", headers=headers, json=body, timeout=10)
+    assert response.status_code == 400 and "x-keygate-max-wait" in response.json()["error"]["message"]
+
+
+def test_a_preset_body_with_a_lone_surrogate_is_a_400(team):
+    headers = {"authorization": f"Bearer {ALICE}", "content-type": "application/json"}
+    response = httpx2.post(
+        f"{team.url}/v1/presets/translate", headers=headers, content=b'{"text":"\\udc00"}', timeout=10
+    )
+    assert response.status_code == 400 and "text: not valid Unicode" in response.json()["error"]["message"]
+
+
+async def test_a_hidden_preset_tells_nothing_of_its_parameters(team):
+    auth = {"authorization": f"Bearer {ALICE}"}
+    for body in ({}, {"zzz": 1}, {"text": 5}):
+        response = httpx2.post(f"{team.url}/v1/presets/summarize", headers=auth, json=body, timeout=10)
+        message = response.json()["error"]["message"]
+        assert response.status_code == 403 and "may not use the preset 'summarize'" in message
+        assert "text" not in message.replace("summarize", "") and "bullets" not in message
+    async with streamable(team.url, ALICE) as alice:
+        for arguments in ({}, {"zzz": 1}, {"text": 5}):
+            refused = await alice.call_tool("summarize", arguments)
+            text = refused.content[0].text
+            assert refused.is_error and "may not use the preset 'summarize'" in text
+            assert "bullets" not in text and "expected some of" not in text
+
+
+def test_streamed_refusals_keep_their_status_and_guard_errors_their_shape(team):
+    with pytest.raises(openai.PermissionDeniedError):
+        list(
+            client(team, ALICE).chat.completions.create(
+                model="default", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+    with pytest.raises(openai.BadRequestError):
+        list(
+            client(team).chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}], stream=True)
+        )
+    with pytest.raises(openai.NotFoundError):
+        list(
+            client(team).chat.completions.create(
+                model="cheap",
+                messages=[{"role": "user", "content": "x"}],
+                stream=True,
+                extra_headers={"x-keygate-conversation": "c_0123456789abcdef"},
+            )
+        )
+    with pytest.raises(openai.AuthenticationError) as denied:
+        client(team, "wrong-token-wrong-token").models.list()
+    assert denied.value.body["type"] == "authentication_error" and denied.value.message

@@ -154,3 +154,32 @@ async def test_the_memory_store_stays_within_its_bounds_and_forgets_oldest_first
     assert [e.event_id for e in replayed] == ids[-2:]
     _current.set(SessionScope())  # another session: the same ids mean nothing to it
     assert await store.replay_events_after(ids[-3], collect) is None
+
+
+@pytest.mark.anyio
+async def test_the_redis_store_keeps_each_session_within_its_bytes_and_events(redis_url):
+    from mcp_types import JSONRPCNotification
+    from redis.asyncio import Redis
+
+    from mcp_keygate.resume import SessionScope, _current
+    from mcp_keygate.resume_redis import RedisEventStore
+
+    redis = Redis.from_url(redis_url)
+    store = RedisEventStore(redis, unique_prefix(), max_events_per_session=50, max_bytes_per_session=20_000, ttl_s=60)
+    note = JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params={"message": "x" * 900})
+    scope = SessionScope()
+    _current.set(scope)
+    ids = [await store.store_event("7", note) for _ in range(200)]
+    key = store._key(scope.namespace)
+    entries = await redis.xrange(key)
+    kept = sum(len(fields[b"m"]) for _, fields in entries)
+    assert len(entries) <= 50 and kept <= 20_000 and int(await redis.get(f"{key}:bytes")) == kept
+    assert await redis.ttl(key) > 0
+    replayed: list = []
+
+    async def collect(event) -> None:
+        replayed.append(event.event_id)
+
+    assert await store.replay_events_after(ids[0], collect) is None  # trimmed away
+    assert await store.replay_events_after(ids[-3], collect) == "7" and replayed == ids[-2:]
+    await redis.aclose()

@@ -119,3 +119,25 @@ async def test_over_http_only_callers_whose_policy_allows_it(sim, tmp_path):
     finally:
         _code, stderr = server.stop()
     assert "Traceback" not in stderr
+
+
+class Oversized(ClientModel):
+    def __init__(self, model: str, text: str) -> None:
+        super().__init__()
+        self.model, self.text = model, text
+
+    async def __call__(self, context, params: CreateMessageRequestParams):
+        self.asked.append(params)
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text=self.text), model=self.model)
+
+
+async def test_a_clients_model_cannot_flood_the_store_or_the_metrics(sim, tmp_path):
+    path = config(sim, tmp_path, sampling_routes=["default"], extra={"limits": {"max_prompt_chars": 1000}})
+    named = Oversized("m" * 100_000 + "\x1b[31m", "fine")
+    async with Client(server_params(path), mode="legacy", sampling_callback=named) as client:
+        answered = await client.call_tool("complete", {"prompt": "x", "max_wait_s": 0})
+        assert answered.structured_content["model"] == "client:" + "m" * 64
+    flooding = Oversized("desk", "y" * 5000)
+    async with Client(server_params(path), mode="legacy", sampling_callback=flooding) as client:
+        refused = await client.call_tool("complete", {"prompt": "x", "max_wait_s": 0})
+    assert refused.is_error and "5000 characters, over [limits] max_prompt_chars" in refused.content[0].text

@@ -94,3 +94,17 @@ async def test_serve_exports_spans_over_otlp_without_a_secret(sim, tmp_path):
     assert b"tools/call complete" in exported  # the MCP SDK's own span joins the same trace
     for key in (RATE, GOOD, BACKUP):
         assert key.encode() not in exported and key[-10:].encode() not in exported
+
+
+async def test_a_failed_call_is_an_error_span_without_exception_events(sim, make_config, spans):
+    config = make_config(two_provider_config(sim, [RATE], []))
+    async with Keygate(config) as gate:
+        tracing.remember_secrets(gate.secrets)
+        with pytest.raises(Exception, match="could answer"):
+            await accounted(
+                None, "bob", "complete", gate.complete(CompleteRequest(prompt="x", max_wait_s=0), caller="bob")
+            )
+    call = next(s for s in spans.get_finished_spans() if s.name == "keygate complete")
+    assert call.status.status_code.name == "ERROR" and call.attributes["error.type"] == "RouteFailed"
+    # An exception event would carry the unscrubbed message and a Python stack trace.
+    assert [e.name for e in call.events] == []

@@ -109,3 +109,55 @@ async def test_a_key_added_by_a_reload_is_scrubbed_like_the_first_ones(upstream,
         _code, stderr = server.stop()
     assert "x-echo-authorization" in stderr and "config reloaded (SIGHUP)" in stderr
     assert not any(added[i : i + 8] in stderr for i in range(len(added) - 7))
+
+
+class QuotingUpstream(BaseHTTPRequestHandler):
+    """Refuses every request with a 429 whose message quotes the proxy credential it was sent."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        quoted = self.headers.get("x-proxy-auth", "")
+        body = json.dumps({"error": {"type": "rate_limit_exceeded", "message": f"proxy {quoted} is over its limit"}})
+        self.send_response(429)
+        self.send_header("content-type", "application/json")
+        self.send_header("retry-after", "30")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_proxy_credential_in_provider_headers_never_reaches_a_view(tmp_path):
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), QuotingUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    proxy = "PXcredential-zq8v7w6u5t4s3r2"
+    data = {
+        "state": {"backend": "sqlite", "path": str(tmp_path / "s.db")},
+        "server": {"auth_tokens": {"alice": "${ALICE_TOKEN}"}},
+        "providers": {
+            "p": {
+                "base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1",
+                "keys": ["sk-quoted-0123456789abcdef"],
+                "headers": {"x-proxy-auth": "${PROXY_SECRET}"},
+            }
+        },
+        "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
+    }
+    config = write_toml(tmp_path / "keygate.toml", data)
+    server = ServerProcess(config, free_port(), {"ALICE_TOKEN": ALICE, "PROXY_SECRET": proxy}).wait_ready()
+    try:
+        async with streamable(server.url, ALICE) as session:
+            failed = await session.call_tool("complete", {"prompt": "hi", "max_wait_s": 0})
+            shown = failed.content[0].text
+            shown += json.dumps((await session.call_tool("key_status", {})).structured_content)
+        import httpx2
+
+        shown += httpx2.get(f"{server.url}/status?fragment=1", headers={"authorization": f"Bearer {ALICE}"}).text
+    finally:
+        _code, stderr = server.stop()
+        upstream.shutdown()
+    assert "is over its limit" in shown  # the reason is there…
+    for secret in (proxy, ALICE):  # …without the credential it quoted
+        assert not any(secret[i : i + 8] in shown + stderr for i in range(len(secret) - 7)), secret
