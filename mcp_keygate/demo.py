@@ -41,6 +41,8 @@ SCENARIO = {
     "keys": {
         OPENAI_KEYS[0]: {"behavior": "ratelimit", "retry_after_s": 8, "recover_after_s": 8},
         OPENAI_KEYS[2]: {"rpm": 2},
+        # A response Anthropic really sent (from the simulator's corpus of real provider errors).
+        ANTHROPIC_KEYS[1]: {"replay": "anthropic-529-overloaded"},
         ANTHROPIC_KEYS[2]: {"after": 1, "then": "quota"},
     }
 }
