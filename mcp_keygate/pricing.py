@@ -92,14 +92,34 @@ def _table_price(provider: str | None, model: str) -> Price | None:
     """The table's list price for a million tokens in and out (for display; tiers ignored)."""
     if provider is None:
         return None
-    per_in = _table_cost(provider, model, MTOK, 0)
-    per_out = _table_cost(provider, model, 0, MTOK)
-    if per_in is None or per_out is None:
-        return None
-    return Price(per_in, per_out, "genai-prices")
+    rates = _small_call_rates(provider, model)
+    return None if rates is None else Price(rates[0], rates[1], "genai-prices")
+
+
+# The table's prices are linear below its lowest tier (the smallest `start` in genai-prices is 32,000
+# tokens): there, a call's cost is the cached per-token rates times its usage (≈1 µs) instead of a
+# table search (≈300 µs). Larger calls are priced by the table itself, tiers and all.
+LINEAR_BELOW = 32_000
 
 
 def _table_cost(provider: str, model: str, input_tokens: int, output_tokens: int) -> float | None:
+    if input_tokens < LINEAR_BELOW and output_tokens < LINEAR_BELOW:
+        rates = _small_call_rates(provider, model)
+        return None if rates is None else _linear(*rates, input_tokens, output_tokens)
+    return _exact_cost(provider, model, input_tokens, output_tokens)
+
+
+@functools.lru_cache(maxsize=256)
+def _small_call_rates(provider: str, model: str) -> tuple[float, float] | None:
+    """Dollars per million tokens in and out, measured at 1,000 tokens (below every tier)."""
+    per_in = _exact_cost(provider, model, 1000, 0)
+    per_out = _exact_cost(provider, model, 0, 1000)
+    if per_in is None or per_out is None:
+        return None
+    return per_in * 1000, per_out * 1000
+
+
+def _exact_cost(provider: str, model: str, input_tokens: int, output_tokens: int) -> float | None:
     if not _known(provider, model):
         return None
     from genai_prices import Usage, calc_price  # 0.2 s to import: only once a price is needed
