@@ -31,6 +31,7 @@ log = logging.getLogger("mcp_keygate.http")
 KEEP_S = 3900  # an hour, and the minute being filled
 MAX_CHANGES = 200
 SAMPLE_S = 5.0
+WARN_EVERY_S = 60.0
 COUNTERS = ("attempts", "rate_limited", "fallbacks")
 SEVERITY = {"ready": 0, "cooling": 1, "exhausted": 2, "disabled": 3}
 

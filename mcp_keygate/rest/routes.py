@@ -14,7 +14,6 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.abc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,7 +31,7 @@ from ..schemas import CompleteResult
 from .chat import completion_body, parse_chat, result_headers, sse, stream_chunks
 from .errors import ApiError, error_body, from_api_error, from_keygate_error
 from .presets import PresetSchemas
-from .streaming import ProgressStream
+from .streaming import ProgressStream, cancel_on_disconnect
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -159,18 +158,12 @@ async def _unless_gone(request: Request, call: Awaitable[CompleteResult]) -> Com
     for nobody."""
     outcome: list[CompleteResult] = []
     failure: list[KeygateError] = []
-
-    async def run(group: anyio.abc.TaskGroup) -> None:
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancel_on_disconnect, request.receive, group.cancel_scope)
         try:
             outcome.append(await call)
         except KeygateError as exc:  # raised below, not wrapped in the task group's exception group
             failure.append(exc)
-        group.cancel_scope.cancel()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(run, group)
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
         group.cancel_scope.cancel()
     if failure:
         raise failure[0]

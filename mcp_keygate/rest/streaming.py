@@ -44,7 +44,7 @@ class ProgressStream:
             await write(f": {self.scrub(message).replace(chr(10), ' ')}\n\n")
 
         async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
             await write(": keygate: routing\n\n")
             try:
                 result = await self.answer(notify)
@@ -57,7 +57,8 @@ class ProgressStream:
             group.cancel_scope.cancel()
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: Any) -> None:
+async def cancel_on_disconnect(receive: Receive, scope: Any) -> None:
+    """Cancel `scope` when the client goes away (read after the request body was consumed)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
