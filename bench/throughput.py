@@ -73,9 +73,13 @@ async def load(urls: list[str], tool: str, args: dict, clients: int, seconds: fl
     }
 
 
-def start_keygate(config: Path, port: int, profile: Path | None = None) -> subprocess.Popen:
+def start_keygate(config: Path, port: int, profile: Path | None = None, log_level: str = "WARNING") -> subprocess.Popen:
     """`serve` over streamable HTTP; with `profile`, under cProfile (written when it is stopped)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "BENCH_KEYS": ",".join(f"sim-ok-bench{i:02d}" for i in range(10)),
+    }
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     return subprocess.Popen(
         [
@@ -91,7 +95,7 @@ def start_keygate(config: Path, port: int, profile: Path | None = None) -> subpr
             "--port",
             str(port),
             "--log-level",
-            "WARNING",
+            log_level,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -166,37 +170,81 @@ def run(clients: int = 20, seconds: float = 8.0, json_response: bool = False, re
 CLIENTS = ("httpx2", "aiohttp")
 
 
-def run_clients(counts: tuple[int, ...] = (10, 20, 50), seconds: float = 6.0, profile_dir: Path | None = None) -> dict:
-    """calls/s of one keygate instance (SQLite) with each upstream client, side by side at each
-    count of MCP clients and both reply modes, interleaved so drift on a shared box hits both alike.
-    With `profile_dir`, extra runs (not in the figures: cProfile slows the server) at the lowest and
-    highest count write a profile of the server per client."""
-    results: dict[str, dict] = {}
+def start_floor(port: int, sim_base: str, upstream_client: str, json_response: bool) -> subprocess.Popen:
+    mode = "json" if json_response else "sse"
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.forward_server", str(port), sim_base, upstream_client, mode],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def side_by_side(
+    counts: tuple[int, ...] = (10, 20, 50),
+    seconds: float = 6.0,
+    json_response: bool = True,
+    repeats: int = 1,
+    profile_dir: Path | None = None,
+    log_level: str = "INFO",
+) -> dict:
+    """calls/s at each count of MCP clients, in one run: a bare echo tool, the forwarding floor with
+    each upstream client, and keygate with each upstream client. Systems alternate within each round
+    so drift on a shared box hits all alike; with `repeats`, each figure is the median of the rounds.
+    keygate runs at `log_level` (INFO is the default a user gets). With `profile_dir`, extra runs
+    (not in the figures: cProfile slows the server) write a profile of keygate per client count."""
+    import statistics
+
+    systems = ["bare echo tool", *(f"floor, {c}" for c in CLIENTS), *(f"keygate, {c}" for c in CLIENTS)]
+    rounds: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp, SimProcess() as sim:
 
-        def once(clients: int, json_response: bool, upstream_client: str, profile: Path | None = None) -> dict:
-            config = Path(tmp) / f"{upstream_client}.toml"
-            state = f'[state]\npath = "{Path(tmp) / (upstream_client + ".db")}"'
-            write_config(config, sim.openai_base, state, json_response, upstream_client)
+        def start(system: str, port: int, profile: Path | None = None) -> tuple[subprocess.Popen, str, dict]:
+            if system == "bare echo tool":
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", BARE, str(port), "1" if json_response else "0"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                return proc, "echo", {"text": "hello"}
+            kind, client = system.split(", ")
+            if kind == "floor":
+                return start_floor(port, sim.openai_base, client, json_response), "complete", {"prompt": "hello"}
+            config = Path(tmp) / f"{client}.toml"
+            state = f'[state]\npath = "{Path(tmp) / (client + ".db")}"'
+            write_config(config, sim.openai_base, state, json_response, client)
+            return start_keygate(config, port, profile, log_level), "complete", {"prompt": "hello"}
+
+        def once(system: str, clients: int, profile: Path | None = None) -> dict:
             port = free_port()
-            proc = start_keygate(config, port, profile)
+            proc, tool, args = start(system, port, profile)
             try:
-                wait_http(f"http://127.0.0.1:{port}/healthz")
-                url = f"http://127.0.0.1:{port}"
-                return anyio.run(load, [url], "complete", {"prompt": "hello"}, clients, seconds)
+                wait_http(f"http://127.0.0.1:{port}/mcp")
+                return anyio.run(load, [f"http://127.0.0.1:{port}"], tool, args, clients, seconds)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
 
         for clients in counts:
-            for json_response in (True, False):
-                row = results.setdefault(f"{clients} clients, {'JSON' if json_response else 'SSE'} replies", {})
-                for upstream_client in CLIENTS:
-                    row[upstream_client] = once(clients, json_response, upstream_client)
+            row = rounds.setdefault(f"{clients} clients", {s: [] for s in systems})
+            for r in range(repeats):
+                for system in systems[r % len(systems) :] + systems[: r % len(systems)]:
+                    row[system].append(once(system, clients))
         if profile_dir:
             for clients in (counts[0], counts[-1]):
-                for upstream_client in CLIENTS:
-                    once(clients, True, upstream_client, profile_dir / f"{upstream_client}-{clients}.prof")
+                for client in CLIENTS:
+                    once(f"keygate, {client}", clients, profile_dir / f"{client}-{clients}.prof")
+    results: dict[str, dict] = {}
+    for name, row in rounds.items():
+        results[name] = {
+            system: {
+                "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
+                "p50_ms": statistics.median(r["p50_ms"] or 0 for r in runs),
+                "errors": sum(r["errors"] for r in runs),
+                "runs": [r["calls_per_s"] for r in runs],
+            }
+            for system, runs in row.items()
+        }
     return results
 
 
@@ -251,13 +299,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--json-response", action="store_true")
     parser.add_argument("--no-redis", action="store_true")
-    parser.add_argument("--upstream-clients", action="store_true", help="httpx2 and aiohttp side by side at 10/20/50")
-    parser.add_argument("--profile", type=Path, help="with --upstream-clients: write cProfile files here")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="bare echo, forwarding floors and keygate with each upstream client, at 10/20/50 clients",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="with --side-by-side: rounds (medians reported)")
+    parser.add_argument("--profile", type=Path, help="with --side-by-side: write cProfile files here")
     opts = parser.parse_args()
-    if opts.upstream_clients:
+    if opts.side_by_side:
         if opts.profile:
             opts.profile.mkdir(parents=True, exist_ok=True)
-        results = run_clients(seconds=opts.seconds, profile_dir=opts.profile)
+        results = side_by_side(
+            seconds=opts.seconds, json_response=opts.json_response, repeats=opts.repeats, profile_dir=opts.profile
+        )
         if opts.profile:
             results["profile"] = {p.stem: profile_split(p) for p in sorted(opts.profile.glob("*.prof"))}
     else:

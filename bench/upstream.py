@@ -68,22 +68,31 @@ class SimProcess:
         return httpx2.get(f"{self.url}/_sim/log", timeout=30).json()["requests"]
 
 
-def stdio_keygate(openai_base: str, workdir: Path, keys: list[str]) -> Any:
-    """`mcp-keygate serve` over stdio with a SQLite state file in `workdir` and `keys` on one provider."""
+def stdio_keygate(
+    openai_base: str,
+    workdir: Path,
+    keys: list[str],
+    log_level: str = "WARNING",
+    stream: bool = False,
+    upstream_client: str | None = None,
+) -> Any:
+    """`mcp-keygate serve` over stdio with a SQLite state file in `workdir` and `keys` on one provider.
+    A user's defaults are `log_level="INFO"` and `stream=True`; benchmarks that differ say so."""
     from mcp import StdioServerParameters
 
     config = workdir / "keygate.toml"
+    server = f'[server]\nupstream_client = "{upstream_client}"\n' if upstream_client else ""
     config.write_text(
-        f'[state]\npath = "{workdir / "state.db"}"\n[providers.p]\nbase_url = "{openai_base}"\n'
-        'keys = ["${BENCH_KEYS}"]\nstream = false\n[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
+        f'{server}[state]\npath = "{workdir / "state.db"}"\n[providers.p]\nbase_url = "{openai_base}"\n'
+        f'keys = ["${{BENCH_KEYS}}"]\nstream = {str(stream).lower()}\n'
+        '[models.mini]\nprovider = "p"\nmodel = "gpt-4.1-mini"\n',
         encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(keys)}
-    return StdioServerParameters(
-        command=sys.executable,
-        env=env,
-        args=["-m", "mcp_keygate", "serve", "--config", str(config), "--log-level", "WARNING"],
-    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEYS": ",".join(keys), "BENCH_LOG": str(workdir / "log")}
+    serve = [sys.executable, "-m", "mcp_keygate", "serve", "--config", str(config), "--log-level", log_level]
+    # The server's log goes to a file in `workdir` (written as a user's terminal would get it), not
+    # into the benchmark's own output.
+    return StdioServerParameters(command="sh", env=env, args=["-c", 'exec "$@" 2>>"$BENCH_LOG"', "sh", *serve])
 
 
 @dataclass
