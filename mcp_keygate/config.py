@@ -102,7 +102,7 @@ class ServerConfig(_Strict):
     retry_ms: int = Field(2000, gt=0, description="how soon a client whose stream dropped should reconnect")
     rest_api: bool = Field(True, description="serve /v1/chat/completions, /v1/models and /v1/presets too")
     upstream_client: Literal["httpx2", "aiohttp"] = Field(
-        "httpx2", description='what carries upstream requests: httpx2, or aiohttp (pip install "mcp-keygate[aiohttp]")'
+        "aiohttp", description="what carries upstream requests under httpx2's API: aiohttp's C parser, or httpx2's own"
     )
     file_roots: list[str] = Field(
         default_factory=list,
