@@ -94,8 +94,8 @@ async def in_process(sim, backend: str, n: int, conversation: bool, stream: bool
 STDIO_SYSTEMS = {
     "stdio_complete": {"log_level": "INFO", "stream": True},  # what a user gets
     "stdio_complete_unstreamed": {"log_level": "INFO", "stream": False},
-    "stdio_complete_aiohttp": {"log_level": "INFO", "stream": True, "upstream_client": "aiohttp"},
-    "stdio_complete_aiohttp_unstreamed": {"log_level": "INFO", "stream": False, "upstream_client": "aiohttp"},
+    # What the README's earlier 0.66 ms measured: WARNING logging, unstreamed, the httpx2 transport.
+    "stdio_complete_warning_unstreamed_httpx2": {"log_level": "WARNING", "stream": False, "upstream_client": "httpx2"},
 }
 
 
@@ -143,10 +143,14 @@ async def over_stdio(sim, n: int) -> dict[str, list[float]]:
     return out
 
 
-async def measure(n: int = 400, in_process_rows: bool = True) -> dict[str, dict[str, float]]:
+async def measure(n: int = 400, in_process_rows: bool = True, sim_in_process: bool = False) -> dict:
+    """With `sim_in_process`, the simulator runs as a thread of this process, as this benchmark once
+    had it: the floor (direct calls) then shares the GIL with it (kept to reconcile old figures)."""
+    from mcp_keygate.simulator import SimulatorThread
+
     from .upstream import SimProcess
 
-    with SimProcess() as sim:
+    with SimulatorThread() if sim_in_process else SimProcess() as sim:
         results: dict[str, dict[str, float]] = {}
         if in_process_rows:
             await direct(sim, 50)  # warm up
@@ -161,10 +165,12 @@ async def measure(n: int = 400, in_process_rows: bool = True) -> dict[str, dict[
     for name, times in stdio.items():
         results[name if name.startswith("stdio") else f"{name}_interleaved"] = summary(times)
     echo = results["stdio_echo"]["p50_us"]
+    direct, streamed = results["direct_interleaved"]["p50_us"], results["direct_streamed_interleaved"]["p50_us"]
     results["overhead"] = {
-        "stdio_p50_us": results["stdio_complete"]["p50_us"] - results["direct_streamed_interleaved"]["p50_us"] - echo,
-        "stdio_unstreamed_p50_us": results["stdio_complete_unstreamed"]["p50_us"]
-        - results["direct_interleaved"]["p50_us"]
+        "stdio_p50_us": results["stdio_complete"]["p50_us"] - streamed - echo,
+        "stdio_unstreamed_p50_us": results["stdio_complete_unstreamed"]["p50_us"] - direct - echo,
+        "stdio_warning_unstreamed_httpx2_p50_us": results["stdio_complete_warning_unstreamed_httpx2"]["p50_us"]
+        - direct
         - echo,
     }
     if in_process_rows:
@@ -180,8 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--stdio-only", action="store_true", help="leave out the in-process rows")
+    parser.add_argument("--sim-in-process", action="store_true", help="the simulator as a thread of this process")
     opts = parser.parse_args()
-    print(json.dumps(anyio.run(measure, opts.calls, not opts.stdio_only), indent=2))
+    print(json.dumps(anyio.run(measure, opts.calls, not opts.stdio_only, opts.sim_in_process), indent=2))
 
 
 if __name__ == "__main__":

@@ -51,24 +51,29 @@ def _opens_a_session(scope: dict[str, Any]) -> bool:
     return not any(k.lower() == b"mcp-session-id" for k, _ in scope.get("headers", []))
 
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """h11 with a deadline for each request's headers (uvicorn has none: its keep-alive timer
-    restarts on every byte, so a client sending one byte a second holds the connection forever)."""
+class HeaderDeadline:
+    """A deadline for each request's headers, over either of uvicorn's HTTP protocols (uvicorn has
+    none: its keep-alive timer restarts on every byte, so a client sending one byte a second holds
+    the connection forever)."""
 
     header_timeout_s = 10.0
     _header_deadline: asyncio.TimerHandle | None = None
+    # Provided by the uvicorn protocol this is mixed into:
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         self._arm_header_deadline()  # the next request on this connection gets its own deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm_header_deadline(self) -> None:
         self._disarm_header_deadline()
@@ -84,6 +89,22 @@ class HeaderDeadlineProtocol(H11Protocol):
         in_request = self.cycle is not None and not self.cycle.response_complete
         if not in_request and not self.transport.is_closing():
             self.transport.close()
+
+
+class HeaderDeadlineProtocol(HeaderDeadline, H11Protocol):
+    """h11 (pure Python) with the header deadline."""
+
+
+def http_protocol(header_timeout_s: float) -> type:
+    """uvicorn's HTTP protocol with the header deadline: httptools' C parser when it is installed
+    (a dependency: it parses each request for a fraction of h11's cost), else h11."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        base: type = HeaderDeadlineProtocol
+    else:
+        base = type("HeaderDeadlineHttpTools", (HeaderDeadline, HttpToolsProtocol), {})
+    return type("Protocol", (base,), {"header_timeout_s": header_timeout_s})
 
 
 class DrainingServer(uvicorn.Server):
@@ -154,7 +175,7 @@ def run_http(app: Any, gateway: Keygate, host: str, port: int, settings: Any, lo
 
     # sse-starlette would close every stream the moment a signal arrives; we drain first.
     AppStatus.enable_automatic_graceful_drain = False
-    protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout_s": settings.header_timeout_s})
+    protocol = http_protocol(settings.header_timeout_s)
     config = uvicorn.Config(
         app,
         host=host,
