@@ -165,12 +165,12 @@ async def measure(n: int = 400, in_process_rows: bool = True, sim_in_process: bo
     for name, times in stdio.items():
         results[name if name.startswith("stdio") else f"{name}_interleaved"] = summary(times)
     echo = results["stdio_echo"]["p50_us"]
-    direct, streamed = results["direct_interleaved"]["p50_us"], results["direct_streamed_interleaved"]["p50_us"]
+    plain, streamed = results["direct_interleaved"]["p50_us"], results["direct_streamed_interleaved"]["p50_us"]
     results["overhead"] = {
         "stdio_p50_us": results["stdio_complete"]["p50_us"] - streamed - echo,
-        "stdio_unstreamed_p50_us": results["stdio_complete_unstreamed"]["p50_us"] - direct - echo,
+        "stdio_unstreamed_p50_us": results["stdio_complete_unstreamed"]["p50_us"] - plain - echo,
         "stdio_warning_unstreamed_httpx2_p50_us": results["stdio_complete_warning_unstreamed_httpx2"]["p50_us"]
-        - direct
+        - plain
         - echo,
     }
     if in_process_rows:

@@ -63,7 +63,7 @@ class HeaderDeadline:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_deadline()
 
