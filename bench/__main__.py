@@ -87,6 +87,8 @@ def main() -> None:
             results["throughput"][f"{clients} clients, {mode} replies"] = {
                 system: statistics.median(r[system]["calls_per_s"] for r in runs) for system in runs[0]
             }
+    step("throughput side by side: bare echo, forwarding floors, keygate with each upstream client")
+    results["side_by_side"] = throughput.side_by_side(seconds=seconds, json_response=True, repeats=repeats)
     step("writing bench/RESULTS.md and bench/results.png")
     (HERE / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     write_report(results, HERE / "RESULTS.md", HERE / "results.png")

@@ -198,7 +198,7 @@ this table; too slow to measure at 100,000 keys). The last column is lease + rel
 second with 32 concurrent callers in one instance (the old pool took them in turn behind a lock).
 
 {_table(["pool", "keys", "p50", "p99", "pairs/s, 32 callers"], redis_rows)}
-{_scaleout_section(results)}{_upstream_clients_section(results)}
+{_scaleout_section(results)}{_side_by_side_section(results)}
 ## Throughput over streamable HTTP (calls/s)
 
 {_table(["setting", *systems], tp_rows)}
@@ -288,38 +288,25 @@ waiting (`max_wait_s` 20 s). "most in one window" above 10 would be a slot booke
 """
 
 
-def _upstream_clients_section(results: dict) -> str:
-    runs = results.get("upstream_clients") or {}
-    if not runs:
+def _side_by_side_section(results: dict) -> str:
+    rows_in = results.get("side_by_side") or {}
+    if not rows_in:
         return ""
+    systems = list(next(iter(rows_in.values())))
     rows = []
-    for setting, figures in runs.items():
-        if setting == "profile":
-            continue
-        h, a = figures["httpx2"], figures["aiohttp"]
-        ratio = a["calls_per_s"] / h["calls_per_s"]
-        p50 = f"{h['p50_ms']:.0f} / {a['p50_ms']:.0f} ms"
-        rows.append([setting, f"{h['calls_per_s']:.0f}", f"{a['calls_per_s']:.0f}", f"{ratio:.2f}×", p50])
-    profile = runs.get("profile", {})
-    groups = sorted({g for split in profile.values() for g in split if not g.startswith("idle")})
-    names = list(profile)
-    prof_rows = [[g, *(f"{profile[n].get(g, 0):.0%}" for n in names)] for g in groups]
-    prof_rows.insert(
-        0, ["idle, waiting in epoll (share of all)", *(f"{profile[n][next(iter(profile[n]))]:.0%}" for n in names)]
-    )
+    for setting, figures in rows_in.items():
+        floor = figures.get("floor, aiohttp", {}).get("calls_per_s") or 0
+        keygate = figures.get("keygate, aiohttp", {}).get("calls_per_s") or 0
+        ratio = f"{keygate / floor:.2f}×" if floor else "—"
+        rows.append([setting, *(f"{figures[s]['calls_per_s']:.0f}" for s in systems), ratio])
     return f"""
-## Upstream client: httpx2 or aiohttp underneath
+## Throughput side by side: floors and keygate (calls/s, JSON replies)
 
-`python -m bench.throughput --upstream-clients --profile DIR`: one keygate instance (SQLite) over
-streamable HTTP, its upstream requests sent by httpx2's own transport or by the aiohttp-backed
-transport (`[server] upstream_client = "aiohttp"`), alternated run by run in one invocation.
+`python -m bench.throughput --side-by-side --json-response --repeats 3`: a bare echo tool, the
+forwarding floor (a bare MCP tool forwarding each call to the simulator with one httpx2 or aiohttp
+call) and keygate (INFO logging, SQLite) with each upstream client; medians of alternating rounds.
 
-{_table(["setting", "httpx2 calls/s", "aiohttp calls/s", "ratio", "p50 httpx2 / aiohttp"], rows)}
-
-Where the server's time goes (cProfile, separate runs with JSON replies; busy time by package,
-imports left out):
-
-{_table(["", *names], prof_rows)}
+{_table(["clients", *systems, "keygate ÷ aiohttp floor"], rows)}
 """
 
 

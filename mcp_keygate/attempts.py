@@ -113,12 +113,18 @@ class AttemptRunner:
 
     @staticmethod
     def recorded(name: str, lease: Lease, verdict: Verdict) -> AttemptRecord:
-        """The attempt as the call's result and failure message list it (and the log line)."""
+        """The attempt as the call's result and failure message list it (and the log line: INFO when
+        it failed; an answer is at DEBUG, since the call's own INFO line names its model and key)."""
         record = AttemptRecord(
             name, lease.key.key_id, verdict.outcome.value, verdict.status_code, verdict.retry_after_s, verdict.reason
         )
-        log.info(
-            "attempt model=%s key=%s outcome=%s status=%s", name, record.key_id, record.outcome, record.status_code
+        log.log(
+            logging.DEBUG if verdict.outcome is Outcome.OK else logging.INFO,
+            "attempt model=%s key=%s outcome=%s status=%s",
+            name,
+            record.key_id,
+            record.outcome,
+            record.status_code,
         )
         return record
 

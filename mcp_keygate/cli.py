@@ -65,6 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--config; tools will answer with an error until then"
         )
     if args.transport == "stdio":
+        import anyio
+
         from .server import build_server
 
         if sys.stdin.isatty():
@@ -72,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = build_server(gateway, log_level=args.log_level, reloader=reloader)
         _freeze_startup_objects()
         try:
-            server.run("stdio")
+            anyio.run(server.run_stdio_async, backend_options=_event_loop_options())
         except KeyboardInterrupt:
             pass
         except BaseExceptionGroup as group:  # the SDK's task groups wrap a store that failed to open
@@ -164,6 +166,16 @@ def _keygate_error(group: BaseExceptionGroup) -> BaseException | None:
         if isinstance(exc, BaseExceptionGroup) and (inner := _keygate_error(exc)) is not None:
             return inner
     return None
+
+
+def _event_loop_options() -> dict[str, bool]:
+    """uvloop's event loop when it is installed (a dependency except on Windows), as uvicorn picks it
+    for the HTTP transports: its loop and transports are C, asyncio's mostly Python."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 def _freeze_startup_objects() -> None:

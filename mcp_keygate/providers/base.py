@@ -107,10 +107,12 @@ class Provider(Protocol):
 
 
 def short_reason(status: int | str, code: str | None, message: str) -> str:
-    """One printable line for logs and `key_status`: status, code and the start of the message."""
+    """One printable line for logs and `key_status`: status, code and the start of the message
+    (the upstream chose the code as freely as the message: it is cleaned and bounded the same way)."""
     text = _CONTROL.sub(" ", message or "").strip()
     if len(text) > 200:
         text = text[:197] + "…"
+    code = _CONTROL.sub(" ", str(code)).strip()[:64] if code else ""
     label = f"{status} {code}" if code else str(status)
     return f"{label}: {text}" if text else label
 
