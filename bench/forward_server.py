@@ -18,19 +18,19 @@ def build(base: str, client: str) -> MCPServer:
     url = f"{base}/chat/completions"
     headers = {"authorization": "Bearer sim-ok-floor", "content-type": "application/json"}
     state: dict[str, Any] = {}
+    if client == "httpx2":
+        import httpx2
+
+        state["client"] = httpx2.AsyncClient(timeout=60)
 
     async def post(body: dict[str, Any]) -> dict[str, Any]:
         if client == "aiohttp":
             import aiohttp
 
-            if "session" not in state:
+            if "session" not in state:  # made in the running loop; no await between test and set
                 state["session"] = aiohttp.ClientSession()
             async with state["session"].post(url, json=body, headers=headers) as response:
                 return await response.json()
-        import httpx2
-
-        if "client" not in state:
-            state["client"] = httpx2.AsyncClient(timeout=60)
         response = await state["client"].post(url, json=body, headers=headers)
         return response.json()
 
