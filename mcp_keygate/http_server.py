@@ -95,15 +95,52 @@ class HeaderDeadlineProtocol(HeaderDeadline, H11Protocol):
     """h11 (pure Python) with the header deadline."""
 
 
+MAX_HEAD_BYTES = 16_384  # a request's line and headers: h11's own limit in uvicorn
+_END_OF_HEAD = b"\r\n\r\n"
+
+
+class HeadSizeLimit:
+    """A cap on a request's line and headers for httptools, which has none (h11 stops at 16 KB):
+    bytes received while a request's head is incomplete are counted up to its blank line, and past
+    the cap the client gets 400 and the connection closes — before the parser piles them up (it
+    joins a long header's pieces by repeated concatenation, so an endless header costs memory and
+    CPU that grow with its square)."""
+
+    max_head_bytes = MAX_HEAD_BYTES
+    _head_bytes = 0
+    _in_head = True
+    _tail = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            seen = self._tail + data
+            end = seen.find(_END_OF_HEAD)
+            self._head_bytes += len(data) if end < 0 else max(0, end + len(_END_OF_HEAD) - len(self._tail))
+            self._tail = seen[-(len(_END_OF_HEAD) - 1) :]
+            if self._head_bytes > self.max_head_bytes:
+                self.send_400_response("Request line and headers too large.")  # type: ignore[attr-defined]
+                return
+        super().data_received(data)  # type: ignore[misc]
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        self._in_head, self._head_bytes, self._tail = True, 0, b""  # the next request on this connection
+
+
 def http_protocol(header_timeout_s: float) -> type:
     """uvicorn's HTTP protocol with the header deadline: httptools' C parser when it is installed
-    (a dependency: it parses each request for a fraction of h11's cost), else h11."""
+    (a dependency: it parses each request for a fraction of h11's cost) with a cap on the request's
+    head as h11 has, else h11."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         base: type = HeaderDeadlineProtocol
     else:
-        base = type("HeaderDeadlineHttpTools", (HeaderDeadline, HttpToolsProtocol), {})
+        base = type("HeaderDeadlineHttpTools", (HeadSizeLimit, HeaderDeadline, HttpToolsProtocol), {})
     return type("Protocol", (base,), {"header_timeout_s": header_timeout_s})
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import httpx2
 
+MAX_HEADER_LINE = 65_536
 # Errors as the providers know them (`send_attempt` classifies httpx2's exceptions).
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)
 
@@ -47,7 +48,10 @@ class AiohttpStream(httpx2.AsyncByteStream):
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """`httpx2.AsyncClient(transport=AiohttpTransport(...))`: one aiohttp session per transport."""
 
-    def __init__(self, max_connections: int = 64, keepalive_s: float = 15.0, ssl: Any = True) -> None:
+    # Idle connections are dropped after 4 s: under the 5 s idle timeout common to uvicorn and Node
+    # servers, so a connection the upstream is about to close is not reused (aiohttp, unlike httpx2,
+    # does not check a pooled socket before sending on it).
+    def __init__(self, max_connections: int = 64, keepalive_s: float = 4.0, ssl: Any = True) -> None:
         self._limit = max_connections
         self._keepalive_s = keepalive_s
         self._ssl = ssl
@@ -57,7 +61,13 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         if self._session is None:  # made in the event loop that uses it
             connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive_s, ssl=self._ssl)
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",), trust_env=False
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+                trust_env=False,
+                # One response header line may be long (httpx2 takes them): aiohttp's default is 8 KB.
+                max_line_size=MAX_HEADER_LINE,
+                max_field_size=MAX_HEADER_LINE,
             )
         return self._session
 
@@ -88,6 +98,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+        except ValueError as exc:  # a request aiohttp refuses to send (a control character in a header)
+            raise httpx2.LocalProtocolError(type(exc).__name__, request=request) from None
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers]
         return httpx2.Response(
             response.status,

@@ -124,3 +124,11 @@ def test_scrub_leaves_no_eight_character_run_of_the_key(secret, noise, cut):
     text = f"{noise} key {secret} and part {secret[cut:]} {noise}"
     cleaned = scrub(text, [secret])
     assert not any(secret[i : i + 8] in cleaned for i in range(len(secret) - 7))
+
+
+def test_a_reason_stored_before_reasons_were_cleaned_loads_as_one_printable_line():
+    from mcp_keygate.keys.state import Hold
+
+    hold = Hold.from_dict({"state": "exhausted", "until": None, "reason": "401: bad \ud800key\u2028next \u202eline"})
+    assert hold.reason == "401: bad  key next  line"
+    hold.reason.encode("utf-8")  # a lone surrogate would raise here (and in every view)

@@ -5,6 +5,7 @@ replies bounded as they are decoded, and a cancelled call closing its upstream c
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import anyio
@@ -127,3 +128,61 @@ async def test_a_response_closed_before_its_end_closes_its_connection(client):
             assert response.is_closed and upstream.closed_by_client.is_set()
     finally:
         server.close()
+
+
+class LongHeader:
+    """An upstream answering with one 9,000-byte header line (over aiohttp's 8 KB default)."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                v
+                for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            )
+        )
+        await reader.readexactly(length)
+        body = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"long header ok"},"finish_reason":"stop"}]}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-big: "
+            + b"b" * 9000
+            + b"\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_a_long_response_header_line_is_read_by_either_client(client):
+    upstream = await asyncio.start_server(LongHeader().serve, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    data = {
+        "state": {"backend": "memory"},
+        "server": {"upstream_client": client},
+        "providers": {
+            "long": {"type": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "keys": ["k-long-1"], "stream": False}
+        },
+        "models": {"m": {"provider": "long", "model": "x"}},
+    }
+    try:
+        async with Keygate(parse_config(data)) as gate:
+            result = await gate.complete(CompleteRequest(prompt="hi"))
+    finally:
+        upstream.close()
+    assert result.text == "long header ok"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_a_key_no_http_library_can_send_fails_over_to_the_next_key(sim, client):
+    """A control character inside a key (or a configured header) is refused by the HTTP library:
+    that attempt fails like a network error and the call goes on to the next key."""
+    broken, good = "sim-ok-broken\nkey-1", f"sim-ok-openai-{client}-good"
+    data = with_client(config_for(sim, "openai", [broken, good], stream=False), client)
+    async with Keygate(parse_config(data)) as gate:
+        result = await gate.complete(CompleteRequest(prompt="hi"))
+    assert [a.outcome for a in result.attempts] == ["upstream_error", "ok"]
+    assert "broken" not in json.dumps(result.model_dump())

@@ -6,6 +6,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..text import one_line
 from .budget import NO_BUDGET, Budget
 
 _BUDGET_FIELDS = ("rpm", "tpm", "rpd", "tpd")  # a newer version's fields are ignored, not a crash
@@ -39,7 +40,8 @@ class Hold:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hold:
-        return cls(**{**data, "state": KeyState(data["state"])})
+        # A reason stored before reasons were cleaned could hold a lone surrogate, which no view can encode.
+        return cls(**{**data, "state": KeyState(data["state"]), "reason": one_line(str(data.get("reason", "")))})
 
 
 @dataclass(slots=True)

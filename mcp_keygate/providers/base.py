@@ -26,9 +26,9 @@ import httpx2
 from ..keys.secret import ApiKey, scrub
 from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict
+from ..text import one_line
 
 OnText = Callable[[str], Awaitable[None]]
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +109,10 @@ class Provider(Protocol):
 def short_reason(status: int | str, code: str | None, message: str) -> str:
     """One printable line for logs and `key_status`: status, code and the start of the message
     (the upstream chose the code as freely as the message: it is cleaned and bounded the same way)."""
-    text = _CONTROL.sub(" ", message or "").strip()
+    text = one_line(message or "").strip()
     if len(text) > 200:
         text = text[:197] + "…"
-    code = _CONTROL.sub(" ", str(code)).strip()[:64] if code else ""
+    code = one_line(str(code)).strip()[:64] if code else ""
     label = f"{status} {code}" if code else str(status)
     return f"{label}: {text}" if text else label
 
@@ -186,7 +186,7 @@ def _inflater(response: httpx2.Response) -> _Inflater | None:
         return None
     if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
         return _Inflater(codings[0])
-    shown = _CONTROL.sub(" ", response.headers["content-encoding"])[:40]
+    shown = one_line(response.headers["content-encoding"])[:40]
     raise BadBody(f"unsupported content-encoding {shown!r}")
 
 
@@ -405,10 +405,10 @@ def cannot_connect(exc: Exception) -> str:
     if any(isinstance(c, socket.gaierror) for c in chain) or "name or service not known" in text:
         return "host name not found"
     if any(isinstance(c, ssl.SSLError) for c in chain) or "certificate" in text:
-        return f"TLS failed ({_CONTROL.sub(' ', str(chain[-1]))[:120]})"
+        return f"TLS failed ({one_line(str(chain[-1]))[:120]})"
     if "unreachable" in text:
         return "network unreachable"
-    return f"cannot connect ({_CONTROL.sub(' ', str(chain[-1]))[:120]})"
+    return f"cannot connect ({one_line(str(chain[-1]))[:120]})"
 
 
 def _scrubbed(verdict: Verdict, secrets: list[str]) -> Verdict:

@@ -3,6 +3,7 @@ sessions opened until nobody else can connect."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -258,3 +259,46 @@ async def test_head_or_post_on_the_sse_route_is_405_without_a_traceback(team):
         assert response.status_code == 405
     _code, stderr = team.stop()
     assert "Traceback" not in stderr and "Exception in ASGI application" not in stderr
+
+
+@pytest.fixture
+def patient(tmp_path, sim):
+    """A server whose header deadline is far away: what cuts a client off here is the size cap."""
+    process = serve(tmp_path, sim, tokens=True, server={"header_timeout_s": 60}).wait_ready()
+    yield process
+    process.stop()
+
+
+@pytest.mark.parametrize("where", ["header", "request line"])
+def test_an_endless_request_head_is_refused_at_16_kb(patient, where):
+    """One endless header (or URL) must not pile up in the server's memory until a deadline."""
+    start = b"GET /healthz?" if where == "request line" else b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+    sent, answer = 0, b""
+    with socket.create_connection(("127.0.0.1", patient.port), timeout=10) as sock:
+        sock.sendall(start)
+        try:
+            while sent < 4_000_000:
+                sock.sendall(b"a" * 8192)
+                sent += 8192
+        except OSError:
+            pass  # closed by the server: what we want
+        try:
+            answer = sock.recv(200)
+        except OSError:
+            pass
+    assert sent < 256_000, sent  # cut off near the cap, not megabytes later
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
+    assert httpx2.get(f"{patient.url}/healthz").status_code == 200
+
+
+def test_a_large_body_behind_a_small_head_is_not_mistaken_for_a_large_head(patient):
+    """The head cap counts only the head, even when the body arrives in the same packet."""
+    body = json.dumps(INIT).encode() + b" " * 200_000
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALICE}\r\nAccept: {ACCEPT}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", patient.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        answer = sock.recv(200)
+    assert answer.startswith(b"HTTP/1.1 200"), answer

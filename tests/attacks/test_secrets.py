@@ -7,6 +7,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import anyio
 import pytest
 
 from ..conftest import write_toml
@@ -165,3 +166,54 @@ async def test_a_proxy_credential_in_provider_headers_never_reaches_a_view(tmp_p
     assert "is over its limit" in shown  # the reason is there…
     for secret in (proxy, ALICE):  # …without the credential it quoted
         assert not any(secret[i : i + 8] in shown + stderr for i in range(len(secret) - 7)), secret
+
+
+class GarblingUpstream(BaseHTTPRequestHandler):
+    """Refuses every request with a 401 whose code and message hold a lone surrogate (valid JSON,
+    unencodable as UTF-8), a line separator and a right-to-left override."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = b'{"error":{"code":"\\udfff","message":"invalid key \\ud800\\u2028FAKE LINE \\u202eevil"}}'
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_an_upstream_error_text_cannot_break_or_disguise_the_views(tmp_path):
+    import httpx2
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), GarblingUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    data = {
+        "state": {"backend": "sqlite", "path": str(tmp_path / "s.db")},
+        "server": {"auth_tokens": {"alice": "${ALICE_TOKEN}"}},
+        "providers": {
+            "p": {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "keys": ["sk-garbled-0123456789"]}
+        },
+        "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
+    }
+    config = write_toml(tmp_path / "keygate.toml", data)
+    server = ServerProcess(config, free_port(), {"ALICE_TOKEN": ALICE}).wait_ready()
+    try:
+        # (Before reasons were cleaned, an unencodable reason left the call unanswered: hence the limit.)
+        with anyio.fail_after(60):
+            async with streamable(server.url, ALICE) as session:
+                failed = await session.call_tool("complete", {"prompt": "hi", "max_wait_s": 0})
+                status = await session.call_tool("key_status", {})
+        page = httpx2.get(f"{server.url}/status?fragment=1", headers={"authorization": f"Bearer {ALICE}"})
+    finally:
+        _code, stderr = server.stop()
+        upstream.shutdown()
+    assert failed.is_error and not status.is_error, status.content
+    assert page.status_code == 200
+    shown = failed.content[0].text + json.dumps(status.structured_content, ensure_ascii=False) + page.text
+    assert "FAKE LINE" in shown  # the reason is shown…
+    for bad in ("\ud800", "\udfff", "\u2028", "\u202e"):  # …as one plain line
+        assert bad not in shown
+    assert "Traceback" not in stderr
