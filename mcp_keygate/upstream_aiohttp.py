@@ -1,7 +1,7 @@
 """An httpx2 transport that sends requests with aiohttp (its HTTP/1.1 parser is C, httpx2's is
 Python): the providers keep httpx2's API — requests, streamed responses, timeouts, exceptions —
-and only the bytes on the wire go through aiohttp. Opt-in: `[server] upstream_client = "aiohttp"`
-with `pip install "mcp-keygate[aiohttp]"`.
+and only the bytes on the wire go through aiohttp. The default; `[server] upstream_client =
+"httpx2"` sends with httpx2's own transport instead.
 
 What the rest of the code relies on, and this keeps: bodies arrive raw (providers decode and bound
 them themselves, so aiohttp's own decompression is off); no redirects; httpx2's connect, read and
