@@ -298,13 +298,17 @@ def _side_by_side_section(results: dict) -> str:
         floor = figures.get("floor, aiohttp", {}).get("calls_per_s") or 0
         keygate = figures.get("keygate, aiohttp", {}).get("calls_per_s") or 0
         ratio = f"{keygate / floor:.2f}×" if floor else "—"
-        rows.append([setting, *(f"{figures[s]['calls_per_s']:.0f}" for s in systems), ratio])
+        cells = (
+            f"{figures[s]['calls_per_s']:.0f} ({figures[s].get('server_cpu_ms_per_call') or 0:.2f} ms)" for s in systems
+        )
+        rows.append([setting, *cells, ratio])
     return f"""
 ## Throughput side by side: floors and keygate (calls/s, JSON replies)
 
 `python -m bench.throughput --side-by-side --json-response --repeats 3`: a bare echo tool, the
 forwarding floor (a bare MCP tool forwarding each call to the simulator with one httpx2 or aiohttp
 call) and keygate (INFO logging, SQLite) with each upstream client; medians of alternating rounds.
+In brackets: the server's CPU time per answered call (from /proc), steadier than calls/s here.
 
 {_table(["clients", *systems, "keygate ÷ aiohttp floor"], rows)}
 """

@@ -170,6 +170,12 @@ def run(clients: int = 20, seconds: float = 8.0, json_response: bool = False, re
 CLIENTS = ("httpx2", "aiohttp")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_floor(port: int, sim_base: str, upstream_client: str, json_response: bool) -> subprocess.Popen:
     mode = "json" if json_response else "sse"
     return subprocess.Popen(
@@ -220,7 +226,12 @@ def side_by_side(
             proc, tool, args = start(system, port, profile)
             try:
                 wait_http(f"http://127.0.0.1:{port}/mcp")
-                return anyio.run(load, [f"http://127.0.0.1:{port}"], tool, args, clients, seconds)
+                before = cpu_seconds(proc.pid)
+                result = anyio.run(load, [f"http://127.0.0.1:{port}"], tool, args, clients, seconds)
+                answered = result["calls_per_s"] * seconds
+                used = cpu_seconds(proc.pid) - before
+                result["server_cpu_ms_per_call"] = round(1000 * used / answered, 3) if answered else None
+                return result
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -242,6 +253,8 @@ def side_by_side(
                 "p50_ms": statistics.median(r["p50_ms"] or 0 for r in runs),
                 "errors": sum(r["errors"] for r in runs),
                 "runs": [r["calls_per_s"] for r in runs],
+                # Steadier than calls/s on a shared machine: what one answered call cost the server.
+                "server_cpu_ms_per_call": statistics.median(r["server_cpu_ms_per_call"] or 0 for r in runs),
             }
             for system, runs in row.items()
         }
