@@ -73,6 +73,15 @@ async def load(urls: list[str], tool: str, args: dict, clients: int, seconds: fl
     }
 
 
+def start_bare(port: int, json_response: bool) -> subprocess.Popen:
+    """The bare MCPServer echo tool over streamable HTTP."""
+    return subprocess.Popen(
+        [sys.executable, "-c", BARE, str(port), "1" if json_response else "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def start_keygate(config: Path, port: int, profile: Path | None = None, log_level: str = "WARNING") -> subprocess.Popen:
     """`serve` over streamable HTTP; with `profile`, under cProfile (written when it is stopped)."""
     env = {
@@ -123,13 +132,7 @@ def run(clients: int = 20, seconds: float = 8.0, json_response: bool = False, re
     with tempfile.TemporaryDirectory() as tmp, SimProcess() as sim:
         try:
             port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", BARE, str(port), "1" if json_response else "0"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            procs.append(start_bare(port, json_response))
             wait_http(f"http://127.0.0.1:{port}/mcp")
             measure("bare MCPServer echo tool", [port], "echo", {"text": "hi"})
             procs.pop().terminate()
@@ -207,12 +210,7 @@ def side_by_side(
 
         def start(system: str, port: int, profile: Path | None = None) -> tuple[subprocess.Popen, str, dict]:
             if system == "bare echo tool":
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", BARE, str(port), "1" if json_response else "0"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                return proc, "echo", {"text": "hello"}
+                return start_bare(port, json_response), "echo", {"text": "hello"}
             kind, client = system.split(", ")
             if kind == "floor":
                 return start_floor(port, sim.openai_base, client, json_response), "complete", {"prompt": "hello"}
