@@ -132,3 +132,26 @@ def test_a_reason_stored_before_reasons_were_cleaned_loads_as_one_printable_line
     hold = Hold.from_dict({"state": "exhausted", "until": None, "reason": "401: bad \ud800key\u2028next \u202eline"})
     assert hold.reason == "401: bad  key next  line"
     hold.reason.encode("utf-8")  # a lone surrogate would raise here (and in every view)
+
+
+header_names = st.sampled_from(
+    ["Retry-After", "retry-after", "RETRY-AFTER", "x-ratelimit-remaining-requests", "X-RateLimit-Reset-Tokens"]
+)
+header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
+
+
+@given(st.lists(st.tuples(header_names, header_values), max_size=6), header_names)
+def test_the_header_view_reads_exactly_what_httpx2_headers_read(pairs, asked):
+    """Classifiers read a reply's headers through `HeaderView` (a dict, for speed): any mix of
+    case and repeated headers must read the same as through httpx2's own `Headers`."""
+    import httpx2
+
+    from mcp_keygate.providers.base import HeaderView
+
+    headers = httpx2.Headers(pairs)
+    view = HeaderView(headers)
+    assert view.get(asked) == headers.get(asked)
+    assert (asked in view) == (asked in headers)
+    assert {name.lower() for name in view} == {name.lower() for name in headers}
+    for kind in (classify_openai_error, classify_anthropic_error, classify_gemini_error):
+        assert kind(429, view, {}) == kind(429, headers, {})

@@ -15,7 +15,16 @@ from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict, parse_retry_after_headers
 from ..resets import regain_access_wait, seconds_to_next_month_utc
 from ..structured import TOOL_NAME, anthropic_tool, from_tool_input
-from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .base import (
+    CallParams,
+    MalformedResponse,
+    StreamFailed,
+    TextStream,
+    header_int,
+    parsed_url,
+    short_reason,
+    sse_json,
+)
 from .parts import anthropic_content
 from .turns import alternating, split_system
 
@@ -64,7 +73,7 @@ class AnthropicProvider:
         headers = {"anthropic-version": API_VERSION, **self.extra_headers}
         if key.secret:
             headers["x-api-key"] = key.secret
-        return client.build_request("POST", f"{self.base_url}/v1/messages", json=body, headers=headers)
+        return client.build_request("POST", parsed_url(f"{self.base_url}/v1/messages"), json=body, headers=headers)
 
     def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         try:

@@ -13,7 +13,16 @@ from ..messages import Completion, Message, Usage
 from ..outcomes import LONG_WAIT_S, Headroom, Outcome, Verdict, parse_go_duration, retry_after_from
 from ..resets import epoch_wait, seconds_to_utc_midnight
 from ..structured import openai_format
-from .base import CallParams, MalformedResponse, StreamFailed, TextStream, header_int, short_reason, sse_json
+from .base import (
+    CallParams,
+    MalformedResponse,
+    StreamFailed,
+    TextStream,
+    header_int,
+    parsed_url,
+    short_reason,
+    sse_json,
+)
 from .parts import openai_content
 from .turns import alternating, split_system
 
@@ -114,7 +123,7 @@ class OpenAIProvider:
                 headers["api-key"] = key.secret
             else:
                 headers["Authorization"] = f"Bearer {key.secret}"
-        return client.build_request("POST", self.url_for(model), json=body, headers=headers)
+        return client.build_request("POST", parsed_url(self.url_for(model)), json=body, headers=headers)
 
     def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         try:

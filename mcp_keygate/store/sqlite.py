@@ -139,11 +139,7 @@ class SQLiteStore:
         if conn is None or self._limiter.borrowed_tokens or not all(w.small for w in batch):
             return False
         try:
-            conn.execute("PRAGMA busy_timeout = 0")  # a lock held elsewhere: fail at once, not stall the loop
-            try:
-                _commit(conn, batch)
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            _commit(conn, batch)  # busy_timeout is 0 here: a lock held elsewhere fails at once, never stalls the loop
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise _unusable(self.path, exc) from None
@@ -159,7 +155,7 @@ class SQLiteStore:
         if conn is None:
             raise StoreError("the state store is not open")
         try:
-            return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+            return await anyio.to_thread.run_sync(_waiting_for_locks, fn, conn, limiter=self._limiter)
         except sqlite3.Error as exc:
             raise _unusable(self.path, exc) from None
 
@@ -191,6 +187,7 @@ class SQLiteStore:
                 conn.execute("ALTER TABLE usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0")
                 conn.execute("ALTER TABLE usage ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0")
                 conn.execute("UPDATE usage SET unpriced = requests")  # their cost was never known: not $0
+            conn.execute("PRAGMA busy_timeout = 0")  # on the event loop; the worker thread raises it (_run)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the state file {self.path}: {exc}") from None
         return conn
@@ -245,26 +242,28 @@ class SQLiteStore:
         key_rows = _key_rows(keys or [])
 
         def write(conn: sqlite3.Connection) -> None:
-            if create:
+            if create:  # a new conversation starts at turn 0: no need to read its count back
                 try:
                     conn.execute(
-                        "INSERT INTO conversations(id, created_at, updated_at, turns, owner) VALUES (?,?,?,0,?)",
-                        (conversation_id, now, now, owner),
+                        "INSERT INTO conversations(id, created_at, updated_at, turns, owner) VALUES (?,?,?,?,?)",
+                        (conversation_id, now, now, len(turns), owner),
                     )
                 except sqlite3.IntegrityError:
                     raise ConversationConflict(conversation_id) from None
-            row = conn.execute(
-                "SELECT turns FROM conversations WHERE id=? AND owner=?", (conversation_id, owner)
-            ).fetchone()
-            if row is None:
-                raise ConversationConflict(conversation_id)
-            start = row[0]
+                start = 0
+            else:
+                row = conn.execute(
+                    "SELECT turns FROM conversations WHERE id=? AND owner=?", (conversation_id, owner)
+                ).fetchone()
+                if row is None:
+                    raise ConversationConflict(conversation_id)
+                start = row[0]
+                conn.execute(
+                    "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
+                    (len(turns), now, conversation_id),
+                )
             _insert_turns(conn, conversation_id, start, turns)
             _insert_blobs(conn, blobs or [], now)
-            conn.execute(
-                "UPDATE conversations SET turns=turns+?, updated_at=? WHERE id=?",
-                (len(turns), now, conversation_id),
-            )
             _upsert_keys(conn, key_rows)
             if usage is not None:
                 conn.execute(
@@ -419,19 +418,38 @@ def conn_path(conn: sqlite3.Connection) -> str:
     return str(row[2]) if row else "(state file)"
 
 
+def _waiting_for_locks(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    """Run `fn` on the worker thread, where waiting up to BUSY_TIMEOUT_MS for another process's lock
+    is fine; the connection's own timeout is 0, for the writes committed on the event loop."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
+
+
 def _commit(conn: sqlite3.Connection, batch: list[_Write]) -> None:
     """One transaction for the whole batch; each write in a savepoint so a failing one is undone alone."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        alone = len(batch) == 1  # the transaction is the write's own: no savepoint needed to undo it
         for write in batch:
-            conn.execute("SAVEPOINT one_write")
+            if not alone:
+                conn.execute("SAVEPOINT one_write")
             try:
                 write.result = write.fn(conn)
             except Exception as exc:
-                conn.execute("ROLLBACK TO one_write")
+                if not alone:
+                    conn.execute("ROLLBACK TO one_write")
+                elif conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 write.error = _unusable(Path(conn_path(conn)), exc) if isinstance(exc, sqlite3.Error) else exc
-            conn.execute("RELEASE one_write")
-        conn.execute("COMMIT")
+                if alone:
+                    break
+            if not alone:
+                conn.execute("RELEASE one_write")
+        else:
+            conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
