@@ -67,7 +67,7 @@ class HeaderView(dict[str, str]):
             previous = dict.get(self, key)
             self[key] = value if previous is None else f"{previous}, {value}"
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return dict.get(self, name.lower(), default)
 
     def __getitem__(self, name: str) -> str:
