@@ -35,6 +35,12 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout} s")
 
 
+# Without a scenario, keys have no rate limits: the simulator's own default (10,000 requests a minute
+# per key) is reached by a one-key forwarding floor at ~700 calls/s within a round, and its 429s then
+# showed up as that floor's lost calls and collapsed rounds.
+UNLIMITED = {"defaults": {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000}}
+
+
 class SimProcess:
     """`mcp-keygate simulator` in its own process, with a scenario set over its control API."""
 
@@ -42,7 +48,7 @@ class SimProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.openai_base = f"{self.url}/v1"
-        self._scenario = scenario or {}
+        self._scenario = scenario if scenario is not None else UNLIMITED
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> SimProcess:
