@@ -22,6 +22,7 @@ from .gateway import Keygate
 from .tools.client_logging import explain_bad_level
 from .tools.core import register_core_tools
 from .tools.filters import HiddenForCaller, PromptArguments, UnknownArguments
+from .tools.lean_schemas import lean_output_schemas
 from .tools.live import LiveTools
 from .tools.presets import register_presets
 from .tools.resources import register_resources
@@ -80,6 +81,7 @@ def build_server(
     register_core_tools(server, services)
     register_presets(server, services)
     register_resources(server, services)
+    lean_output_schemas(server)
     # The SDK's documented way to serve a method the 2026 wire dropped for the clients that still
     # speak 2025-11-25 (see mcp.server.extension.MethodBinding): its lowlevel server.
     server._lowlevel_server.add_request_handler(

@@ -24,6 +24,7 @@ from ..config import PresetConfig
 from ..reload_report import ReloadReport
 from .client_logging import connection_of
 from .filters import UnknownArguments
+from .lean_schemas import lean_output_schemas
 from .presets import register_preset
 from .services import ToolServices
 
@@ -85,6 +86,7 @@ class LiveTools:
         for name, preset in presets.items():
             if self.presets.get(name) != preset:
                 register_preset(self.server, self.services, name, preset)
+        lean_output_schemas(self.server)
         self.presets = dict(presets)
         self.unknown_arguments.schemas.clear()  # re-read from the server at the next call
 
