@@ -101,7 +101,10 @@ def test_every_view_schema_keeps_its_verdicts(model):
 
 
 def test_a_recursive_schema_is_left_as_it_is():
-    schema = {"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}}, "$ref": "#/$defs/node"}
+    schema = {
+        "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
+        "$ref": "#/$defs/node",
+    }
     assert lean(schema) == schema
 
 
