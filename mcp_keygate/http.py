@@ -35,7 +35,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .reload import Reloader
 from .rest.errors import OpenAIErrorShape
 from .rest.routes import RestApi
-from .resume import MemoryEventStore, SessionScopes
+from .resume import MemoryEventStore, RequestRepliesUnkept, SessionScopes
 from .schemas import KeyStatusRow
 from .sessions import SessionLimiter
 from .status_charts import key_timelines, per_minute, tokens_per_day
@@ -99,21 +99,25 @@ def mcp_routes(
 
 def event_store(gateway: Keygate) -> EventStore | None:
     """Where stream events wait for a client that reconnects: Redis with the Redis backend, else
-    this process's memory (bounded); none when `[server] resume_events = 0`."""
+    this process's memory (bounded); none when `[server] resume_events = 0`. With JSON replies only
+    the standalone GET stream can be resumed, so only its events are kept."""
     settings = gateway.config.server
     if settings.resume_events == 0:
         return None
+    store: EventStore
     if gateway.config.state.backend == "redis":
         from .resume_redis import RedisEventStore
 
-        return RedisEventStore(
+        store = RedisEventStore(
             redis_client(gateway.config),
             gateway.config.state.prefix,
             max_events_per_session=min(settings.resume_events, 1000),
             max_bytes_per_session=int(settings.resume_session_mb * 1024 * 1024),
             ttl_s=settings.session_idle_timeout_s,
         )
-    return MemoryEventStore(settings.resume_events, int(settings.resume_buffer_mb * 1024 * 1024))
+    else:
+        store = MemoryEventStore(settings.resume_events, int(settings.resume_buffer_mb * 1024 * 1024))
+    return RequestRepliesUnkept(store) if settings.json_response else store
 
 
 def history_store(gateway: Keygate) -> HistoryStore:

@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp.server.streamable_http import GET_STREAM_KEY, EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -135,3 +135,21 @@ class MemoryEventStore(EventStore):
     def count(self) -> int:
         """Events kept now (not `__len__`: the SDK tests the store for truth, and empty is falsy)."""
         return len(self._events)
+
+
+class RequestRepliesUnkept(EventStore):
+    """With `json_response`, a request's reply is a plain JSON body that no client can resume, yet the
+    SDK files it as an event (a copy in memory, or a Redis write with the Redis backend, per call).
+    This keeps only the standalone GET stream's events, the one stream there is to replay."""
+
+    def __init__(self, inner: EventStore) -> None:
+        self.inner = inner
+        self._ids = itertools.count(1)
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        if stream_id == GET_STREAM_KEY:
+            return await self.inner.store_event(stream_id, message)
+        return f"unkept-{next(self._ids)}"
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        return await self.inner.replay_events_after(last_event_id, send_callback)

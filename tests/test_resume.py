@@ -183,3 +183,61 @@ async def test_the_redis_store_keeps_each_session_within_its_bytes_and_events(re
     assert await store.replay_events_after(ids[0], collect) is None  # trimmed away
     assert await store.replay_events_after(ids[-3], collect) == "7" and replayed == ids[-2:]
     await redis.aclose()
+
+
+@pytest.mark.parametrize("json_response", [True, False])
+def test_json_replies_leave_no_events_behind_while_streams_keep_theirs(json_response, sim, tmp_path, redis_url):
+    """With JSON replies there is nothing to resume: the replies of many calls must not pile up as
+    events (with the Redis backend, a Redis write each); with SSE replies they are kept, as above."""
+    from redis import Redis
+
+    prefix = unique_prefix()
+    data = {
+        "state": {"backend": "redis", "url": redis_url, "prefix": prefix},
+        "server": {"json_response": json_response},
+        "providers": {"p": {"base_url": sim.openai_base, "keys": ["sim-ok-replies0000001"]}},
+        "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
+    }
+    process = ServerProcess(write_toml(tmp_path / "k.toml", data), free_port(), {}).wait_ready()
+    try:
+        url = process.url
+        session = open_session(url, "unused")
+        session.pop("authorization")
+        for i in range(5):
+            call = {"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call"}
+            call["params"] = {"name": "complete", "arguments": {"prompt": "hi"}}
+            reply = httpx2.post(f"{url}/mcp", json=call, headers=session, timeout=30)
+            assert reply.status_code == 200 and '"isError":false' in reply.text.replace(" ", ""), reply.text[:300]
+        redis = Redis.from_url(redis_url)
+        kept = sum(redis.xlen(key) for key in redis.scan_iter(f"{prefix}:resume:*") if redis.type(key) == b"stream")
+        redis.close()
+        assert (kept == 0) if json_response else (kept >= 10), kept
+    finally:
+        _code, stderr = process.stop()
+        assert "Traceback" not in stderr
+
+
+@pytest.mark.anyio
+async def test_with_json_replies_the_get_stream_still_resumes():
+    """Only a request's reply goes unkept: the standalone GET stream (list_changed, server
+    notifications) is still there for a client that reconnects."""
+    from mcp.server.streamable_http import GET_STREAM_KEY
+    from mcp_types import JSONRPCNotification
+
+    from mcp_keygate.resume import MemoryEventStore, RequestRepliesUnkept, SessionScope, _current
+
+    inner = MemoryEventStore()
+    store = RequestRepliesUnkept(inner)
+    _current.set(SessionScope())
+    note = JSONRPCNotification(jsonrpc="2.0", method="notifications/tools/list_changed")
+    first = await store.store_event(GET_STREAM_KEY, None)
+    await store.store_event("7", note)
+    await store.store_event(GET_STREAM_KEY, note)
+    assert inner.count == 2
+    replayed: list = []
+
+    async def collect(event) -> None:
+        replayed.append(event.message)
+
+    assert await store.replay_events_after(first, collect) == GET_STREAM_KEY
+    assert [m.method for m in replayed] == ["notifications/tools/list_changed"]
