@@ -82,8 +82,11 @@ def start_bare(port: int, json_response: bool) -> subprocess.Popen:
     )
 
 
-def start_keygate(config: Path, port: int, profile: Path | None = None, log_level: str = "WARNING") -> subprocess.Popen:
-    """`serve` over streamable HTTP; with `profile`, under cProfile (written when it is stopped)."""
+def start_keygate(
+    config: Path, port: int, profile: Path | None = None, log_level: str = "WARNING", module: str = "mcp_keygate"
+) -> subprocess.Popen:
+    """`serve` over streamable HTTP; with `profile`, under cProfile (written when it is stopped);
+    `module` bench.stub_gateway serves with the gateway's call replaced by a fixed answer."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -95,7 +98,7 @@ def start_keygate(config: Path, port: int, profile: Path | None = None, log_leve
             sys.executable,
             *profiler,
             "-m",
-            "mcp_keygate",
+            module,
             "serve",
             "--config",
             str(config),
@@ -171,6 +174,7 @@ def run(clients: int = 20, seconds: float = 8.0, json_response: bool = False, re
 
 
 CLIENTS = ("httpx2", "aiohttp")
+STUB = "stub gateway (fixed answer)"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -196,6 +200,7 @@ def side_by_side(
     repeats: int = 1,
     profile_dir: Path | None = None,
     log_level: str = "INFO",
+    stub_gateway: bool = False,
 ) -> dict:
     """calls/s at each count of MCP clients, in one run: a bare echo tool, the forwarding floor with
     each upstream client, and keygate with each upstream client. Systems alternate within each round
@@ -205,6 +210,8 @@ def side_by_side(
     import statistics
 
     systems = ["bare echo tool", *(f"floor, {c}" for c in CLIENTS), *(f"keygate, {c}" for c in CLIENTS)]
+    if stub_gateway:  # keygate's MCP, HTTP and tool layers with a fixed answer instead of the gateway
+        systems.append(f"keygate, {STUB}")
     rounds: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp, SimProcess() as sim:
 
@@ -214,10 +221,12 @@ def side_by_side(
             kind, client = system.split(", ")
             if kind == "floor":
                 return start_floor(port, sim.openai_base, client, json_response), "complete", {"prompt": "hello"}
+            module = "bench.stub_gateway" if client == STUB else "mcp_keygate"
+            client = "aiohttp" if client == STUB else client
             config = Path(tmp) / f"{client}.toml"
             state = f'[state]\npath = "{Path(tmp) / (client + ".db")}"'
             write_config(config, sim.openai_base, state, json_response, client)
-            return start_keygate(config, port, profile, log_level), "complete", {"prompt": "hello"}
+            return start_keygate(config, port, profile, log_level, module), "complete", {"prompt": "hello"}
 
         def once(system: str, clients: int, profile: Path | None = None) -> dict:
             port = free_port()
@@ -317,12 +326,23 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1, help="with --side-by-side: rounds (medians reported)")
     parser.add_argument("--profile", type=Path, help="with --side-by-side: write cProfile files here")
+    parser.add_argument("--counts", default="10,20,50", help="with --side-by-side: client counts, comma-separated")
+    parser.add_argument(
+        "--stub-gateway",
+        action="store_true",
+        help="with --side-by-side: also keygate with its gateway call replaced by a fixed answer",
+    )
     opts = parser.parse_args()
     if opts.side_by_side:
         if opts.profile:
             opts.profile.mkdir(parents=True, exist_ok=True)
         results = side_by_side(
-            seconds=opts.seconds, json_response=opts.json_response, repeats=opts.repeats, profile_dir=opts.profile
+            counts=tuple(int(c) for c in opts.counts.split(",")),
+            seconds=opts.seconds,
+            json_response=opts.json_response,
+            repeats=opts.repeats,
+            profile_dir=opts.profile,
+            stub_gateway=opts.stub_gateway,
         )
         if opts.profile:
             results["profile"] = {p.stem: profile_split(p) for p in sorted(opts.profile.glob("*.prof"))}
