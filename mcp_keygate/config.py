@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -168,6 +169,11 @@ class ProviderConfig(_BudgetFields):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https:// (got {value[:60]!r})")
+        if value is not None and "@" in urlsplit(value).netloc:  # not echoed: it holds a credential
+            raise ValueError(
+                "must not hold a user name or password (user:pass@host): the API key goes in `keys`, "
+                "a proxy's credential in `headers` (e.g. Proxy-Authorization)"
+            )
         return value
 
     @model_validator(mode="after")

@@ -192,3 +192,17 @@ def test_infinite_or_nan_numbers_are_refused_with_the_field_named(value):
     with pytest.raises(ConfigError) as refused:
         parse_config(tomllib.loads(f"[server]\nresume_buffer_mb = {value}\n"))
     assert "server.resume_buffer_mb" in str(refused.value)
+
+
+def test_a_credential_in_base_url_is_refused_without_repeating_it():
+    """`user:pass@host` in a base_url would send Basic auth in place of the key (httpx2) or fail every
+    call (aiohttp): refused at load, in one line that names the field and never prints the secret."""
+    secret = "proxy-" + "s3cr3t" * 4
+    data = {
+        "providers": {"p": {"base_url": f"https://user:{secret}@proxy.example/v1", "keys": ["${K}"]}},
+        "models": {"m": {"provider": "p"}},
+    }
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, env={"K": "sk-test-0000000000"})
+    assert "providers.p.base_url: must not hold a user name or password" in str(refused.value)
+    assert secret not in str(refused.value) and "proxy.example" not in str(refused.value)

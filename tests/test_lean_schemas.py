@@ -129,3 +129,37 @@ def test_the_server_publishes_lean_schemas_for_every_tool():
     assert {"complete", "review", "key_status"} <= set(published)
     for name, schema in published.items():
         assert "$ref" not in json.dumps(schema), name
+
+
+def test_fields_named_like_keywords_are_still_schemas():
+    """A field called `default`, `enum`, `const` or `examples` holding a model is inlined like any
+    other (skipping it left a `$ref` into removed `$defs`: every client check would fail)."""
+    from pydantic import BaseModel
+
+    class Sub(BaseModel):
+        x: int
+
+    class Odd(BaseModel):
+        default: Sub | None = None
+        enum: list[Sub]
+        const: Sub
+        title: str
+
+    slim = lean(original(Odd))
+    assert "$ref" not in json.dumps(slim)
+    good = {"default": {"x": 1}, "enum": [{"x": 2}], "const": {"x": 3}, "title": "t"}
+    for doc in (good, {**good, "enum": [{"x": "no"}]}, {**good, "const": None}, {**good, "default": {"x": []}}):
+        same_verdicts(Odd, doc)
+
+
+def test_a_reference_with_constraints_beside_it_keeps_both():
+    """In JSON Schema 2020-12 a `$ref` and the keywords beside it all apply: merging them would let
+    the sibling's `properties` replace the definition's."""
+    schema = {
+        "$defs": {"S": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}},
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/S", "properties": {"y": {"type": "string"}}}},
+    }
+    slim = lean(schema)
+    for doc in ({"a": {"x": "not-int", "y": "s"}}, {"a": {"x": 1, "y": 2}}, {"a": {"x": 1, "y": "s"}}, {"a": {}}):
+        assert validator_for(slim)(slim).is_valid(doc) == validator_for(schema)(schema).is_valid(doc), doc

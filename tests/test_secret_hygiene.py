@@ -139,3 +139,34 @@ async def test_scrubbing_reaches_reasons_made_from_upstream_bodies(sim):
     # What is left of the upstream's echo is its own mask: at most the key's last 4 characters.
     echoed = reason.split("provided:")[1].split(".")[0]
     assert not any(key[i : i + 5] in echoed for i in range(len(key) - 4))
+
+
+async def test_a_token_in_a_replaced_base_url_is_not_kept_after_a_reload(sim):
+    """A `base_url` may carry a token in its path (some gateways put an account or route token
+    there). Request URLs are parsed once and kept for speed; after a reload that rotates it, no
+    parsed URL with the old token may stay in the process."""
+    import gc
+
+    import httpx2
+
+    old, new = f"tok-{secrets.token_hex(12)}", f"tok-{secrets.token_hex(12)}"
+
+    def config(token: str):
+        return parse_config(
+            {
+                "state": {"backend": "memory"},
+                "providers": {"p": {"base_url": f"{sim.url}/{token}/v1", "keys": ["sim-ok-pathtoken0001"]}},
+                "models": {"mini": {"provider": "p", "model": "gpt-4.1-mini"}},
+            }
+        )
+
+    async with Keygate(config(old)) as gate:
+        with pytest.raises(RouteFailed):  # the simulator has no such path: the URL is built all the same
+            await gate.complete(CompleteRequest(prompt="hello", max_wait_s=0))
+        assert any(isinstance(o, httpx2.URL) and old in str(o) for o in gc.get_objects())  # it was cached
+        await gate.reload(config(new))
+        with pytest.raises(RouteFailed):
+            await gate.complete(CompleteRequest(prompt="hello again", max_wait_s=0))
+        gc.collect()
+        kept = [str(o) for o in gc.get_objects() if isinstance(o, httpx2.URL) and old in str(o)]
+        assert kept == []

@@ -18,10 +18,10 @@ from ..structured import TOOL_NAME, anthropic_tool, from_tool_input
 from .base import (
     CallParams,
     MalformedResponse,
+    ParsedUrls,
     StreamFailed,
     TextStream,
     header_int,
-    parsed_url,
     short_reason,
     sse_json,
 )
@@ -51,6 +51,7 @@ class AnthropicProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.extra_headers = dict(extra_headers or {})
+        self._urls = ParsedUrls()
 
     def build_request(
         self, client: httpx2.AsyncClient, key: ApiKey, model: str, messages: list[Message], params: CallParams
@@ -73,7 +74,7 @@ class AnthropicProvider:
         headers = {"anthropic-version": API_VERSION, **self.extra_headers}
         if key.secret:
             headers["x-api-key"] = key.secret
-        return client.build_request("POST", parsed_url(f"{self.base_url}/v1/messages"), json=body, headers=headers)
+        return client.build_request("POST", self._urls(f"{self.base_url}/v1/messages"), json=body, headers=headers)
 
     def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         try:

@@ -11,7 +11,6 @@ reports an error midway is a failed attempt, never a truncated answer.
 from __future__ import annotations
 
 import codecs
-import functools
 import json
 import re
 import socket
@@ -49,11 +48,23 @@ class Attempt:
     headroom: Headroom | None = None
 
 
-@functools.lru_cache(maxsize=512)
-def parsed_url(url: str) -> httpx2.URL:
-    """`url` parsed once: a provider posts to the same few URLs, and parsing one costs more than
-    building the rest of the request."""
-    return httpx2.URL(url)
+class ParsedUrls:
+    """One provider's request URLs, each parsed once: a provider posts to the same few URLs, and
+    parsing one cost more than building the rest of the request. Held by the provider, so a reload
+    (new providers) drops them with it: a `base_url` may carry a credential of its own."""
+
+    LIMIT = 256  # distinct URLs (one per configured model at most); past it, start again
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, httpx2.URL] = {}
+
+    def __call__(self, url: str) -> httpx2.URL:
+        found = self._parsed.get(url)
+        if found is None:
+            if len(self._parsed) >= self.LIMIT:
+                self._parsed.clear()
+            found = self._parsed[url] = httpx2.URL(url)
+        return found
 
 
 class HeaderView(dict[str, str]):

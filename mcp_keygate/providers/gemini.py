@@ -13,7 +13,7 @@ from ..messages import Completion, Message, Usage
 from ..outcomes import Headroom, Outcome, Verdict, parse_go_duration, parse_wait_phrase, retry_after_from
 from ..resets import seconds_to_pacific_midnight
 from ..structured import gemini_schema
-from .base import CallParams, MalformedResponse, StreamFailed, TextStream, parsed_url, short_reason, sse_json
+from .base import CallParams, MalformedResponse, ParsedUrls, StreamFailed, TextStream, short_reason, sse_json
 from .parts import gemini_parts
 from .turns import alternating, split_system
 
@@ -40,6 +40,7 @@ class GeminiProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.extra_headers = dict(extra_headers or {})
+        self._urls = ParsedUrls()
 
     def build_request(
         self, client: httpx2.AsyncClient, key: ApiKey, model: str, messages: list[Message], params: CallParams
@@ -68,7 +69,7 @@ class GeminiProvider:
         headers = {**self.extra_headers}
         if key.secret:
             headers["x-goog-api-key"] = key.secret
-        return client.build_request("POST", parsed_url(url), json=body, headers=headers)
+        return client.build_request("POST", self._urls(url), json=body, headers=headers)
 
     def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         if not isinstance(body, dict):

@@ -16,10 +16,10 @@ from ..structured import openai_format
 from .base import (
     CallParams,
     MalformedResponse,
+    ParsedUrls,
     StreamFailed,
     TextStream,
     header_int,
-    parsed_url,
     short_reason,
     sse_json,
 )
@@ -80,6 +80,7 @@ class OpenAIProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.extra_headers = dict(extra_headers or {})
+        self._urls = ParsedUrls()
         self.azure = azure or azure_api_version is not None
         self.azure_api_version = azure_api_version
         self.stream_options = stream_options
@@ -123,7 +124,7 @@ class OpenAIProvider:
                 headers["api-key"] = key.secret
             else:
                 headers["Authorization"] = f"Bearer {key.secret}"
-        return client.build_request("POST", parsed_url(self.url_for(model)), json=body, headers=headers)
+        return client.build_request("POST", self._urls(self.url_for(model)), json=body, headers=headers)
 
     def parse_response(self, body: Any, schema: dict[str, Any] | None = None) -> Completion:
         try:

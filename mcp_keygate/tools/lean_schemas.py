@@ -10,6 +10,7 @@ documents (tested) and takes about two thirds of that.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -19,16 +20,23 @@ _INLINE_DEPTH = 8  # a model deeper than this (or recursive) keeps its $defs
 
 def lean(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` with local `$defs` inlined and nullable unions of one plain type folded into a type
-    list; `title`s (generated from field names) dropped. A recursive schema is returned unchanged."""
+    list; `title`s (generated from field names) dropped. A recursive schema, or one whose references
+    cannot all be inlined, is returned unchanged."""
     defs = schema.get("$defs", {})
     try:
         out = _walk({k: v for k, v in schema.items() if k != "$defs"}, defs, 0)
     except RecursionError:
         return schema
-    return out
+    return schema if '"$ref"' in json.dumps(out) else out
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas", "$defs")  # name -> schema
+_DATA = ("default", "const", "enum", "examples")  # values, not schemas
+_ANNOTATIONS = {"description", "default", "examples", "deprecated", "title", "readOnly", "writeOnly"}
 
 
 def _walk(node: Any, defs: dict[str, Any], depth: int) -> Any:
+    """One schema (or a list of them) made lean."""
     if isinstance(node, list):
         return [_walk(item, defs, depth) for item in node]
     if not isinstance(node, dict):
@@ -38,15 +46,21 @@ def _walk(node: Any, defs: dict[str, Any], depth: int) -> Any:
         if depth >= _INLINE_DEPTH:
             raise RecursionError(ref)
         siblings = {k: v for k, v in node.items() if k != "$ref"}
-        return _walk({**defs[ref[8:]], **siblings}, defs, depth + 1)
+        if set(siblings) <= _ANNOTATIONS:  # annotations only: one merged schema says the same
+            return _walk({**defs[ref[8:]], **siblings}, defs, depth + 1)
+        return _walk({"allOf": [defs[ref[8:]]], **siblings}, defs, depth + 1)  # both apply, as in 2020-12
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "title" and isinstance(value, str):
             continue
         if key == "anyOf" and "type" not in node and (folded := _nullable(value)) is not None:
             out["type"] = folded
-            continue
-        out[key] = value if key in ("default", "const", "enum", "examples") else _walk(value, defs, depth)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _walk(sub, defs, depth) for name, sub in value.items()}
+        elif key in _DATA:
+            out[key] = value
+        else:
+            out[key] = _walk(value, defs, depth)
     return out
 
 
