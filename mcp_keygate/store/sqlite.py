@@ -429,7 +429,8 @@ def _waiting_for_locks(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Conn
 
 
 def _commit(conn: sqlite3.Connection, batch: list[_Write]) -> None:
-    """One transaction for the whole batch; each write in a savepoint so a failing one is undone alone."""
+    """One transaction for the whole batch; each write of a larger batch in a savepoint, so a failing
+    one is undone alone (a write alone is undone with its transaction)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         alone = len(batch) == 1  # the transaction is the write's own: no savepoint needed to undo it
