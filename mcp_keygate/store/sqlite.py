@@ -2,13 +2,14 @@
 
 Reads run on one worker thread at a time (a capacity limiter of 1). Writes are group-committed:
 calls that arrive while a commit is running are written together in the next transaction, each in
-its own savepoint (one failing write does not undo the others), and each call returns only once its
-own write is committed — so 64 concurrent calls cost a couple of commits, not 64. A batch of small
-writes commits on the event loop when the connection is free and no other process holds the write
-lock (about 100 µs of work, where the hop to a worker thread and back costs some 170 µs of CPU more);
-anything else — attachments, a lock held elsewhere, a read in progress — goes to the worker thread,
-which waits for the lock there. Checkpoints (copying the write-ahead log into the file, with an
-fsync) run on the worker thread every `CHECKPOINT_EVERY` commits, never on the loop.
+its own savepoint when there are several (one failing write does not undo the others), and each
+call returns only once its own write is committed — so 64 concurrent calls cost a couple of
+commits, not 64. A batch of small writes commits on the event loop when the connection is free and
+no other process holds the write lock (about 100 µs of work, where the hop to a worker thread and
+back costs some 170 µs of CPU more); anything else — attachments, a lock held elsewhere, a read in
+progress — goes to the worker thread, which waits for the lock there. Checkpoints (copying the
+write-ahead log into the file, with an fsync) run on the worker thread every `CHECKPOINT_EVERY`
+commits, never on the loop.
 """
 
 from __future__ import annotations
@@ -428,28 +429,32 @@ def _waiting_for_locks(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Conn
         conn.execute("PRAGMA busy_timeout = 0")
 
 
+def _applied(conn: sqlite3.Connection, write: _Write) -> bool:
+    """Run one write, keeping its result or its error (the caller undoes a failed one)."""
+    try:
+        write.result = write.fn(conn)
+    except Exception as exc:
+        write.error = _unusable(Path(conn_path(conn)), exc) if isinstance(exc, sqlite3.Error) else exc
+        return False
+    return True
+
+
 def _commit(conn: sqlite3.Connection, batch: list[_Write]) -> None:
-    """One transaction for the whole batch; each write of a larger batch in a savepoint, so a failing
-    one is undone alone (a write alone is undone with its transaction)."""
+    """One transaction for the whole batch. A write alone is undone with its transaction; in a larger
+    batch each write has a savepoint, so a failing one is undone alone."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        alone = len(batch) == 1  # the transaction is the write's own: no savepoint needed to undo it
-        for write in batch:
-            if not alone:
-                conn.execute("SAVEPOINT one_write")
-            try:
-                write.result = write.fn(conn)
-            except Exception as exc:
-                if not alone:
-                    conn.execute("ROLLBACK TO one_write")
-                elif conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                write.error = _unusable(Path(conn_path(conn)), exc) if isinstance(exc, sqlite3.Error) else exc
-                if alone:
-                    break
-            if not alone:
-                conn.execute("RELEASE one_write")
+        if len(batch) == 1:
+            if _applied(conn, batch[0]):
+                conn.execute("COMMIT")
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
         else:
+            for write in batch:
+                conn.execute("SAVEPOINT one_write")
+                if not _applied(conn, write):
+                    conn.execute("ROLLBACK TO one_write")
+                conn.execute("RELEASE one_write")
             conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

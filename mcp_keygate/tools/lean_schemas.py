@@ -10,7 +10,6 @@ documents (tested) and takes about two thirds of that.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -24,10 +23,13 @@ def lean(schema: dict[str, Any]) -> dict[str, Any]:
     cannot all be inlined, is returned unchanged."""
     defs = schema.get("$defs", {})
     try:
-        out = _walk({k: v for k, v in schema.items() if k != "$defs"}, defs, 0)
-    except RecursionError:
+        return _walk({k: v for k, v in schema.items() if k != "$defs"}, defs, 0)
+    except _KeepOriginal:
         return schema
-    return schema if '"$ref"' in json.dumps(out) else out
+
+
+class _KeepOriginal(Exception):
+    """A reference that cannot be inlined: too deep (or recursive), or not into the local `$defs`."""
 
 
 _SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas", "$defs")  # name -> schema
@@ -42,9 +44,9 @@ def _walk(node: Any, defs: dict[str, Any], depth: int) -> Any:
     if not isinstance(node, dict):
         return node
     ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
-        if depth >= _INLINE_DEPTH:
-            raise RecursionError(ref)
+    if ref is not None:
+        if not (isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs) or depth >= _INLINE_DEPTH:
+            raise _KeepOriginal(ref)
         siblings = {k: v for k, v in node.items() if k != "$ref"}
         if set(siblings) <= _ANNOTATIONS:  # annotations only: one merged schema says the same
             return _walk({**defs[ref[8:]], **siblings}, defs, depth + 1)
